@@ -75,4 +75,12 @@ d = { 'settings': { 'branch': 'main',
                                  'course_lib.data.sole': ('data.html#sole', 'course_lib/data.py'),
                                  'course_lib.data.subtract': ('data.html#subtract', 'course_lib/data.py'),
                                  'course_lib.data.torso_neck_sleeves': ('data.html#torso_neck_sleeves', 'course_lib/data.py'),
-                                 'course_lib.data.unpack_idx': ('data.html#unpack_idx', 'course_lib/data.py')}}}
+                                 'course_lib.data.unpack_idx': ('data.html#unpack_idx', 'course_lib/data.py')},
+            'course_lib.models': { 'course_lib.models.bytes_to_unicode': ('models.html#bytes_to_unicode', 'course_lib/models.py'),
+                                   'course_lib.models.clip_tokenizer_from_bpe': ( 'models.html#clip_tokenizer_from_bpe',
+                                                                                  'course_lib/models.py'),
+                                   'course_lib.models.clip_vocab_and_merges': ('models.html#clip_vocab_and_merges', 'course_lib/models.py'),
+                                   'course_lib.models.load_clip_tokenizer': ('models.html#load_clip_tokenizer', 'course_lib/models.py'),
+                                   'course_lib.models.load_sd_pipeline': ('models.html#load_sd_pipeline', 'course_lib/models.py'),
+                                   'course_lib.models.tiny_sd_components': ('models.html#tiny_sd_components', 'course_lib/models.py'),
+                                   'course_lib.models.tiny_sd_pipeline': ('models.html#tiny_sd_pipeline', 'course_lib/models.py')}}}
