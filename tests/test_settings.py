@@ -1,0 +1,98 @@
+import configparser
+import tomllib
+
+import pytest
+import yaml
+
+from course_lib.core import DEFAULT_SETTINGS, SETTINGS_HEADER, CourseSettings, find_settings_file, parse_value
+from conftest import ROOT
+
+
+def write_settings(path, body):
+    path.write_text(f"# {SETTINGS_HEADER}\n{body}", encoding="utf-8")
+    return path
+
+
+def test_precedence_argument_env_file_default(tmp_path, monkeypatch):
+    s = CourseSettings(write_settings(tmp_path / "settings.ini", "[runtime]\ndevice = cpu\n"))
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    assert s.get("device") == "cpu" and s.origin("device") == str(tmp_path / "settings.ini")
+    assert s.get("hub_timeout") == DEFAULT_SETTINGS["runtime"]["hub_timeout"]
+    assert s.origin("hub_timeout") == "built-in default"
+    monkeypatch.setenv("COURSE_DEVICE", "mps")
+    assert s.get("device") == "mps" and s.device == "mps"
+    assert s.origin("device") == "environment variable COURSE_DEVICE"
+    assert s.get("device", "cuda:1") == "cuda:1" and s.origin("device", "cuda:1") == "argument"
+
+
+def test_preset_values_are_typed_and_env_overridable(tmp_path, monkeypatch):
+    s = CourseSettings(write_settings(tmp_path / "settings.ini", "[preset.cpu]\nepochs = 3\n"))
+    cpu = s.preset("cpu")
+    assert cpu["epochs"] == 3 and cpu["block_out_channels"] == (32, 64, 64) and cpu["learning_rate"] == 1e-3
+    monkeypatch.setenv("COURSE_CPU_EPOCHS", "5")
+    assert s.preset("cpu")["epochs"] == 5
+    with pytest.raises(ValueError, match="`preset` must be one of 'smoke', 'cpu', 'gpu'"): s.preset("tpu")
+
+
+def test_paths_are_relative_to_the_settings_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
+    s = CourseSettings(write_settings(tmp_path / "settings.ini", "[data]\ndata_dir = my-data\n"))
+    assert s.get_path("data_dir") == tmp_path.resolve() / "my-data"
+    assert s.get_path("data_dir", "/abs") == type(tmp_path)("/abs")
+
+
+def test_unknown_setting_names_the_known_ones():
+    with pytest.raises(KeyError, match="No course setting 'colour'.*device"): CourseSettings().get("colour")
+    with pytest.raises(AttributeError): CourseSettings().colour
+
+
+def test_find_settings_skips_foreign_settings_ini(tmp_path, monkeypatch):
+    monkeypatch.delenv("COURSE_SETTINGS", raising=False)
+    (tmp_path / "settings.ini").write_text("[DEFAULT]\nlib_name = other\n")  # e.g. an old nbdev project
+    found = find_settings_file(tmp_path)
+    assert found != tmp_path / "settings.ini"
+    ours = write_settings(tmp_path / "ours.ini", "")
+    monkeypatch.setenv("COURSE_SETTINGS", str(ours))
+    assert find_settings_file(tmp_path) == ours
+    monkeypatch.setenv("COURSE_SETTINGS", str(tmp_path / "missing.ini"))
+    with pytest.raises(FileNotFoundError, match="COURSE_SETTINGS"): find_settings_file(tmp_path)
+
+
+def test_repo_settings_ini_documents_every_setting():
+    text = (ROOT / "settings.ini").read_text(encoding="utf-8")
+    assert SETTINGS_HEADER in text[:1000] and "nbdev does not read this file" in text
+    parser = configparser.ConfigParser(interpolation=None); parser.read_string(text)
+    assert {s: set(parser[s]) for s in parser.sections()} == {s: set(v) for s, v in DEFAULT_SETTINGS.items()}
+    assert parser["data"]["fashion_hub_id"] == "zalando-datasets/fashion_mnist"
+    assert parser["models"]["sd_model"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    names = [k for s in parser.sections() if not s.startswith("preset.") for k in parser[s]]
+    assert len(names) == len(set(names)), "each COURSE_<NAME> variable must name one setting"
+
+
+def test_parse_value():
+    assert parse_value(" 16, 32 ") == (16, 32) and parse_value("yes") is True and parse_value("cpu") == "cpu"
+
+
+def dependency_names(requirements):
+    return {r.split(";")[0].split("[")[0].replace(">", " ").replace("<", " ").replace("=", " ").split()[0].lower()
+            for r in requirements}
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert sorted(r for r in pip_section if not r.startswith("-")) == sorted(project["dependencies"])
+    assert "python=3.11" in env["dependencies"]
+    assert any(r.startswith("-e") or r == "." for r in pip_section), "environment.yml must install the package"
+
+
+def test_lock_pins_every_dependency_and_never_torchvision():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lock = [l.strip() for l in (ROOT / "requirements" / "constraints.txt").read_text().splitlines()
+            if l.strip() and not l.startswith("#")]
+    pinned = {l.split("==")[0].lower().replace("_", "-") for l in lock}
+    wanted = dependency_names(project["dependencies"] + project["optional-dependencies"]["dev"])
+    assert {w.replace("_", "-") for w in wanted} <= pinned
+    assert all("==" in l for l in lock)
+    assert "torchvision" not in pinned and "torchvision" not in dependency_names(project["dependencies"])
