@@ -1,0 +1,62 @@
+# The course's two commands (see README.md):
+#   make demo   set up .venv if needed, then run the course notebooks headless on offline sources -> output/
+#   make test   set up .venv if needed, then check notebooks/library sync, run nbdev-test and pytest
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= output
+# torch is installed first and alone, so no other package can pull a (several-GB) CUDA build.
+# On a Linux laptop without a GPU add: TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+
+.PHONY: install demo test sync-check nbtest pytest bench lock clean readme
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	COURSE_DATA_SOURCE=$${COURSE_DATA_SOURCE:-offline} $(BIN)/python tools/run_notebooks.py --out $(OUT)
+
+test: sync-check nbtest pytest
+
+# The notebooks are the source: exporting and cleaning them must change nothing that is committed.
+sync-check: $(STAMP)
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+	@if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$$(git status --porcelain -- nbs course_lib)" ]; then \
+		git status --porcelain -- nbs course_lib; \
+		echo "nbs/ and course_lib/ are out of sync or not clean: run nbdev-export and nbdev-clean, then commit."; \
+		exit 1; fi
+
+nbtest: $(STAMP)
+	COURSE_DATA_SOURCE=$${COURSE_DATA_SOURCE:-offline} $(BIN)/nbdev-test --n-workers 2
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/offline_dataset.py
+
+# Re-pin the lock file after changing pyproject's dependencies (then run `make test`).
+lock: $(STAMP)
+	{ sed -n '1,3p' requirements/constraints.txt; echo "$(TORCH)"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -i -e '^torch==' -e '^course.lib'; } > requirements/constraints.new
+	mv requirements/constraints.new requirements/constraints.txt
+
+clean:
+	rm -rf $(OUT) data/cache _proc _docs
+
+# README.md is rendered from nbs/index.ipynb: by nbdev-readme where Quarto is installed, else by nbconvert.
+readme: $(STAMP)
+	if command -v quarto >/dev/null; then $(BIN)/nbdev-readme; else \
+	  $(BIN)/jupyter nbconvert --to markdown --execute nbs/index.ipynb --output-dir . --output README \
+	    --TagRemovePreprocessor.remove_input_tags=hide 2>&1 | tail -1; fi
