@@ -45,6 +45,7 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/offline_dataset.py
+	$(BIN)/python bench/offline_classifier.py
 
 # Re-pin the lock file after changing pyproject's dependencies (then run `make test`).
 lock: $(STAMP)
