@@ -1,5 +1,4 @@
 import socket
-import threading
 import time
 
 import numpy as np

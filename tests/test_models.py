@@ -2,7 +2,6 @@ import time
 
 import pytest
 import torch
-from transformers import CLIPTokenizer
 
 from course_lib.core import HubUnavailableError
 from course_lib.models import (CLIP_MERGES, clip_tokenizer_from_bpe, clip_vocab_and_merges, load_clip_tokenizer,
