@@ -37,13 +37,17 @@ DEFAULT_SETTINGS = {
     "data": {"data_source": "auto", "fashion_hub_id": "zalando-datasets/fashion_mnist", "data_dir": "data",
              "cache_dir": "data/cache", "offline_seed": "0",
              "clip_bpe": "data/clip/bpe_simple_vocab_16e6.txt.gz", "reference_dir": "../shared/data"},
-    "runtime": {"device": "auto", "hub_timeout": "2"},
-    "preset.smoke": {"block_out_channels": "16, 32", "layers_per_block": "1", "train_samples": "512", "epochs": "1",
-                     "batch_size": "64", "learning_rate": "3e-4", "mixed_precision": "no"},
-    "preset.cpu": {"block_out_channels": "32, 64, 64", "layers_per_block": "2", "train_samples": "60000",
-                   "epochs": "1", "batch_size": "128", "learning_rate": "1e-3", "mixed_precision": "bf16"},
-    "preset.gpu": {"block_out_channels": "32, 64, 128, 256", "layers_per_block": "2", "train_samples": "60000",
-                   "epochs": "25", "batch_size": "256", "learning_rate": "3e-4", "mixed_precision": "bf16"},
+    "runtime": {"device": "auto", "hub_timeout": "2", "train_preset": "auto"},
+    "preset.smoke": {"block_out_channels": "16, 32", "down_block_types": "DownBlock2D, AttnDownBlock2D",
+                     "layers_per_block": "1", "train_samples": "512", "epochs": "1", "batch_size": "64",
+                     "learning_rate": "1e-3", "mixed_precision": "no"},
+    "preset.cpu": {"block_out_channels": "32, 64, 64", "down_block_types": "DownBlock2D, DownBlock2D, AttnDownBlock2D",
+                   "layers_per_block": "1", "train_samples": "60000", "epochs": "1", "batch_size": "64",
+                   "learning_rate": "1e-3", "mixed_precision": "bf16"},
+    "preset.gpu": {"block_out_channels": "32, 64, 128, 256",
+                   "down_block_types": "DownBlock2D, AttnDownBlock2D, AttnDownBlock2D, AttnDownBlock2D",
+                   "layers_per_block": "2", "train_samples": "60000", "epochs": "25", "batch_size": "256",
+                   "learning_rate": "3e-4", "mixed_precision": "bf16"},
 }
 SETTINGS_HEADER = "course_lib settings"  # a line every course settings.ini carries in its header
 
@@ -196,6 +200,8 @@ def image_arrays(images, value_range=None) -> list[np.ndarray]:
     if isinstance(images, (list, tuple)):
         return [a for image in images for a in image_arrays(image, value_range)]
     if not isinstance(images, (torch.Tensor, np.ndarray)):
+        if hasattr(images, "__iter__") and not isinstance(images, (str, bytes, dict)):  # e.g. a datasets column
+            return image_arrays(list(images), value_range)
         raise TypeError(f"`images` must be tensors, numpy arrays or PIL images; got {type(images).__name__}.")
     batch = to_uint8(batch_hwc(images), value_range)
     return [a[..., 0] if a.shape[-1] == 1 else a for a in batch]
