@@ -28,7 +28,7 @@ def test_precedence_argument_env_file_default(tmp_path, monkeypatch):
 def test_preset_values_are_typed_and_env_overridable(tmp_path, monkeypatch):
     s = CourseSettings(write_settings(tmp_path / "settings.ini", "[preset.cpu]\nepochs = 3\n"))
     cpu = s.preset("cpu")
-    assert cpu["epochs"] == 3 and cpu["block_out_channels"] == (32, 64, 64) and cpu["learning_rate"] == 1e-3
+    assert cpu["epochs"] == 3 and cpu["block_out_channels"] == (32, 64, 64) and cpu["learning_rate"] == 2e-3
     monkeypatch.setenv("COURSE_CPU_EPOCHS", "5")
     assert s.preset("cpu")["epochs"] == 5
     with pytest.raises(ValueError, match="`preset` must be one of 'smoke', 'cpu', 'gpu'"): s.preset("tpu")

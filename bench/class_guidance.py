@@ -1,0 +1,74 @@
+"""Does classifier-free guidance make chapter 1's model draw the class it is asked for? Measured.
+
+    python bench/class_guidance.py [--preset cpu] [--n-per-class 20] [--steps 50] [--out output/figures]
+
+1. trains the preset's class-conditioned UNet (or loads the checkpoint a previous run or the notebook left in the
+   cache; training time is printed when it trains), on the `data_source` setting's data;
+2. trains (or loads) the judge, `course_lib.evaluation.fashion_classifier`, and prints its test accuracy;
+3. samples `n_per_class` images of every class at guidance 0, 1, 2, 3, 5, 7.5 (DDIM, same seed) and prints class
+   accuracy and FID (classifier features, against the whole test split) per scale;
+4. the DDIM clipping trap at guidance 3: default step vs `use_clipped_model_output=True` vs `clip_sample=False`,
+   and DPM-Solver++ at 20 steps;
+5. writes the guidance grid and the accuracy/FID plot to `--out`.
+"""
+import argparse, sys, time
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler
+
+from course_lib.conditioning import (N_CLASSES, checkpoint_path, generate_from_class, guidance_grid, make_class_unet,
+                                     make_sampler, train_class_conditioned)
+from course_lib.core import get_device, settings
+from course_lib.data import fashion_tensors, load_fashion_mnist
+from course_lib.evaluation import class_accuracy, fashion_classifier, guidance_sweep, plot_guidance_sweep, unit_images
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--n-per-class", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default="output/figures")
+    args = parser.parse_args()
+    device, out = get_device(args.device), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    precision = settings.preset(args.preset)["mixed_precision"] or "no"
+    train_images, train_labels = fashion_tensors(load_fashion_mnist("train"), device)
+    test_images, test_labels = fashion_tensors(load_fashion_mnist("test"), device)
+
+    model, path = make_class_unet(args.preset), checkpoint_path(args.preset, train_images, train_labels)
+    record = train_class_conditioned(model, train_images, train_labels, args.preset, checkpoint=path, device=device)
+    print(f"UNet ({args.preset}): {record['step']} steps; this call {record['seconds']:.0f} s "
+          f"({record['images_per_second']:.0f} img/s); checkpoint {path}", flush=True)
+
+    start = time.perf_counter()
+    judge = fashion_classifier(train_images, train_labels, device=device)
+    reference = unit_images(test_images)
+    print(f"judge: {class_accuracy(judge, reference, test_labels):.2%} on {len(test_images):,} test images "
+          f"({time.perf_counter() - start:.0f} s to train or load)", flush=True)
+
+    table = guidance_sweep(model, make_sampler("ddim"), judge, reference, scales=(0, 1, 2, 3, 5, 7.5),
+                           n_per_class=args.n_per_class, num_inference_steps=args.steps, mixed_precision=precision)
+    print(f"\nDDIM {args.steps} steps, {precision}, {args.n_per_class} samples per class, FID against {len(reference):,} test images")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
+    plot_guidance_sweep(table).savefig(out / "bench-guidance-sweep.png", dpi=120, bbox_inches="tight")
+
+    labels = torch.arange(N_CLASSES).repeat_interleave(args.n_per_class)
+    variants = {"DDIM 50, default step (use_clipped_model_output=False)": (make_sampler("ddim"), 50, dict(use_clipped_model_output=False)),
+                "DDIM 50, use_clipped_model_output=True": (make_sampler("ddim"), 50, {}),
+                "DDIM 50, clip_sample=False": (DDIMScheduler.from_config(make_sampler("ddim").config, clip_sample=False), 50, {}),
+                "DPM-Solver++ 20": (make_sampler("dpm++"), 20, {})}
+    print("\nguidance 3, class accuracy:")
+    for name, (scheduler, steps, extra) in variants.items():
+        samples = generate_from_class(model, scheduler, list(range(N_CLASSES)), args.n_per_class, guidance_scale=3,
+                                      num_inference_steps=steps, generator=torch.Generator(device).manual_seed(0),
+                                      mixed_precision=precision, progress=False, **extra)
+        print(f"  {name:55s} {class_accuracy(judge, samples, labels):.1%}", flush=True)
+    guidance_grid(model, make_sampler("ddim"), mixed_precision=precision).savefig(out / "bench-guidance-grid.png", dpi=120, bbox_inches="tight")
+    print(f"\nfigures: {out / 'bench-guidance-sweep.png'}, {out / 'bench-guidance-grid.png'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
