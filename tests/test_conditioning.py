@@ -70,6 +70,7 @@ def test_presets_build_the_documented_unets():
     with pytest.raises(ValueError, match="one down_block_types entry per block_out_channels"):
         make_class_unet({"block_out_channels": (16, 32), "down_block_types": ("DownBlock2D",), "layers_per_block": 1})
     assert pick_preset("auto", device="cpu") == "cpu"
+    assert make_class_unet().config.block_out_channels == make_class_unet(pick_preset()).config.block_out_channels
     with pytest.raises(ValueError, match="`preset` must be one of"): pick_preset("huge")
 
 
