@@ -7,20 +7,14 @@ architecture with random weights: the time does not depend on the weights). Time
 class, 8 samples, DDIM 50 steps at guidance 1 (one prediction per step) and 3 (two, batched), in fp32 and bf16
 autocast, and the seed's 1000-step DDPM once. Median of `--repeats`, measured in one process.
 """
-import argparse, statistics, sys, time
+import argparse, sys
 
 import torch
 
 from course_lib.conditioning import checkpoint_path, generate_from_class, load_class_unet, make_class_unet, make_sampler
 from course_lib.core import get_device
 from course_lib.data import fashion_tensors, load_fashion_mnist
-
-
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter(); fn(); times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import timed
 
 
 def main():

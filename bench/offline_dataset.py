@@ -6,18 +6,12 @@ Prints, for the full 60,000 + 10,000 images: drawing the pixels (`draw_fashion`)
 `datasets.Dataset` from scratch (`load_offline_fashion` into an empty cache folder), then loading it from the cache.
 Timings are the median of the repeats; the machine's core count is printed with them.
 """
-import argparse, os, statistics, sys, tempfile, time
+import argparse, os, sys, tempfile
 
 import torch
 
 from course_lib.data import OFFLINE_SIZES, draw_fashion, load_offline_fashion
-
-
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter(); fn(); times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import timed
 
 
 def main():
