@@ -52,6 +52,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/class_training.py
 	$(BIN)/python bench/class_guidance.py
 	$(BIN)/python bench/class_sampling.py
+	$(BIN)/python bench/attention_cost.py
+	$(BIN)/python bench/latent_diffusion.py
 
 # Re-pin the lock file after changing pyproject's dependencies (then run `make test`).
 lock: $(STAMP)

@@ -56,8 +56,10 @@ def seed_style_loader(ds, batch_size: int = 256, shuffle: bool = True, seed: int
 def fashion_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256, shuffle: bool = True,
                     flip: bool = True, generator: torch.Generator | None = None, start: int = 0):
     "One epoch of `(x, y)` batches: uint8 `images` N×28×28 (any device) -> x B×1×32×32 in [-1, 1], y labels."
-    if images.dtype != torch.uint8 or images.ndim != 3:
-        raise ValueError(f"`images` must be a uint8 N×H×W tensor (see fashion_tensors); got {images.dtype} {tuple(images.shape)}.")
+    latents = images.is_floating_point() and images.ndim == 4  # chapter 2: already-encoded latents N×C×h×w, used as they are
+    if not latents and (images.dtype != torch.uint8 or images.ndim != 3):
+        raise ValueError(f"`images` must be a uint8 N×H×W tensor (see fashion_tensors) or float latents N×C×h×w; "
+                         f"got {images.dtype} {tuple(images.shape)}.")
     if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
     n = len(images)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)  # on the CPU: same on every device
@@ -65,6 +67,7 @@ def fashion_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int 
     order, flips = order.to(images.device), flips.to(images.device)
     for i in range(start * batch_size, n, batch_size):
         idx = order[i:i + batch_size]
+        if latents: yield images[idx], labels[idx]; continue  # no flips: a mirrored latent is not the latent of the mirror
         x = images[idx].unsqueeze(1)
         x = torch.where(flips[idx, None, None, None], x.flip(-1), x)
         yield F.pad(x, (2, 2, 2, 2)).float() / 127.5 - 1, labels[idx]  # pad with 0 = black, then [0, 255] -> [-1, 1]
@@ -80,8 +83,9 @@ def pick_preset(preset: str | None = None, device=None) -> str:
 N_CLASSES = len(FASHION_CLASSES)
 NULL_CLASS = N_CLASSES  # the extra "no class" label that classifier-free guidance trains with
 
-def make_class_unet(preset=None, num_class_embeds: int = N_CLASSES + 1, seed: int = 0) -> UNet2DModel:
-    "The class-conditioned UNet for 1×32×32 images of training `preset` (a name, a dict, or None: `pick_preset`)."
+def make_class_unet(preset=None, num_class_embeds: int = N_CLASSES + 1, seed: int = 0, in_channels: int = 1,
+                    sample_size: int = 32) -> UNet2DModel:
+    "The class-conditioned UNet for 1×32×32 images (or `in_channels`×`sample_size`² latents) of `preset` (a name, a dict, or None)."
     p = settings.preset(pick_preset(preset)) if preset is None or isinstance(preset, str) else preset
     channels, down = tuple(p["block_out_channels"]), tuple(p["down_block_types"])
     if len(channels) != len(down):
@@ -89,7 +93,7 @@ def make_class_unet(preset=None, num_class_embeds: int = N_CLASSES + 1, seed: in
     up = tuple(block.replace("Down", "Up") for block in reversed(down))  # the up path mirrors the down path
     with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
         torch.manual_seed(seed)
-        return UNet2DModel(in_channels=1, out_channels=1, sample_size=32, block_out_channels=channels,
+        return UNet2DModel(in_channels=in_channels, out_channels=in_channels, sample_size=sample_size, block_out_channels=channels,
                            down_block_types=down, up_block_types=up, layers_per_block=p["layers_per_block"],
                            norm_num_groups=8, num_class_embeds=num_class_embeds)
 
@@ -252,10 +256,11 @@ def data_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
     digest = hashlib.sha1(images.cpu().numpy().tobytes()); digest.update(labels.cpu().numpy().tobytes())
     return digest.hexdigest()[:10]
 
-def checkpoint_path(preset: str, images, labels, cache_dir=None, **run) -> Path:
-    "Where the UNet that `train_class_conditioned(..., preset, **run)` trains on this data is kept."
-    run_hash = hashlib.sha1(json.dumps(run_settings(preset, images, **run), sort_keys=True).encode()).hexdigest()[:8]
-    name = f"class-unet-{preset}-data{data_fingerprint(images, labels)}-run{run_hash}.safetensors"
+def checkpoint_path(preset, images, labels, cache_dir=None, kind: str = "class-unet", **run) -> Path:
+    "Where the UNet that `train_class_conditioned(..., preset, **run)` trains on this data is kept (`kind` names the model)."
+    run = run_settings(preset, images, **run) | ({} if isinstance(preset, str) else {"preset": preset})
+    run_hash = hashlib.sha1(json.dumps(run, sort_keys=True).encode()).hexdigest()[:8]
+    name = f"{kind}-{preset if isinstance(preset, str) else 'custom'}-data{data_fingerprint(images, labels)}-run{run_hash}.safetensors"
     return settings.get_path("cache_dir", cache_dir) / "checkpoints" / name
 
 # %% ../nbs/01_conditioning.ipynb #e59f359d
@@ -317,20 +322,23 @@ def step_kwargs(scheduler, generator=None, use_clipped_model_output: bool = True
 @torch.no_grad()
 def generate_from_class(model, scheduler, class_label, n_samples: int = 8, guidance_scale: float = 1.0,
                         num_inference_steps: int | None = None, generator: torch.Generator | None = None,
-                        mixed_precision: str = "no", use_clipped_model_output: bool = True, progress: bool = True) -> torch.Tensor:
-    "`n_samples` images (B×1×32×32 in [0, 1]) of each class in `class_label`, with classifier-free guidance."
+                        mixed_precision: str = "no", use_clipped_model_output: bool = True, progress: bool = True,
+                        output_type: str = "image") -> torch.Tensor:
+    "`n_samples` images (B×1×32×32 in [0, 1]; raw samples for `output_type`='latent') of each class in `class_label`, with CFG."
     labels = check_class_labels(class_label)
     scale = check_guidance_scale(guidance_scale, check_class_model(model))
     scheduler.set_timesteps(check_steps(num_inference_steps, scheduler))
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ValueError(f"`n_samples` must be a positive int; got {n_samples!r}.")
     check_choice("mixed_precision", mixed_precision, ("no", "bf16"))
+    check_choice("output_type", output_type, ("image", "latent"))
     device = next(model.parameters()).device
     cond = torch.tensor(labels, device=device).repeat_interleave(n_samples)
     uncond = torch.full_like(cond, NULL_CLASS)
     # scale 1 needs only the conditional prediction and scale 0 only the unconditional one; else both, in one batch
     model_labels = cond if scale == 1 else uncond if scale == 0 else torch.cat([uncond, cond])
-    sample = randn_tensor((len(cond), 1, 32, 32), generator=generator, device=device) * scheduler.init_noise_sigma
+    shape = (len(cond), model.config.in_channels, model.config.sample_size, model.config.sample_size)
+    sample = randn_tensor(shape, generator=generator, device=device) * scheduler.init_noise_sigma
     extra = step_kwargs(scheduler, generator, use_clipped_model_output)
     for t in tqdm(scheduler.timesteps, desc=f"sampling {len(cond)}", disable=not progress, leave=False):
         model_input = sample.repeat(len(model_labels) // len(cond), 1, 1, 1)
@@ -341,18 +349,18 @@ def generate_from_class(model, scheduler, class_label, n_samples: int = 8, guida
             noise_uncond, noise_cond = noise_pred.chunk(2)
             noise_pred = noise_uncond + scale * (noise_cond - noise_uncond)  # classifier-free guidance
         sample = scheduler.step(noise_pred, t, sample, **extra).prev_sample
-    return (sample.clamp(-1, 1) + 1) / 2
+    return sample if output_type == "latent" else (sample.clamp(-1, 1) + 1) / 2
 
 # %% ../nbs/01_conditioning.ipynb #2e5ef758
 SAMPLERS = ("ddpm", "ddim", "dpm++")
 
-def make_sampler(kind: str = "ddim", train_scheduler=None):
-    "A sampling scheduler (`kind`: 'ddpm', 'ddim' or 'dpm++') on the noise schedule of `train_scheduler` (default: the seed's)."
+def make_sampler(kind: str = "ddim", train_scheduler=None, **config_overrides):
+    "A sampler (`kind`: 'ddpm', 'ddim' or 'dpm++') on `train_scheduler`'s noise schedule (default: the seed's), with `config_overrides`."
     config = (train_scheduler or DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02)).config
     check_choice("kind", kind, SAMPLERS)
-    if kind == "ddpm": return DDPMScheduler.from_config(config)
-    if kind == "ddim": return DDIMScheduler.from_config(config)  # clip_sample=True comes along: see the trap above
-    return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
+    if kind == "ddpm": return DDPMScheduler.from_config(config, **config_overrides)
+    if kind == "ddim": return DDIMScheduler.from_config(config, **config_overrides)  # clip_sample=True comes along: see the trap
+    return DPMSolverMultistepScheduler.from_config(config, **{"algorithm_type": "dpmsolver++"} | config_overrides)
 
 # %% ../nbs/01_conditioning.ipynb #eade0d50
 def guidance_grid(model, scheduler, scales=(1, 2, 3, 5, 7.5), classes=range(N_CLASSES), n_samples: int = 4,

@@ -17,10 +17,11 @@ import matplotlib.pyplot as plt
 import huggingface_hub
 
 # %% auto #0
-__all__ = ['DEFAULT_SETTINGS', 'SETTINGS_HEADER', 'settings', 'check_choice', 'find_settings_file', 'parse_value',
-           'CourseSettings', 'env_setting', 'get_device', 'make_generator', 'to_uint8', 'batch_hwc', 'image_arrays',
-           'grid_shape', 'image_grid', 'show_images', 'HubUnavailableError', 'hub_offline_requested', 'hub_endpoint',
-           'probe_url', 'hub_reachable', 'hub_error', 'cached_snapshot', 'load_pretrained']
+__all__ = ['DEFAULT_SETTINGS', 'SETTINGS_HEADER', 'PRESET_FAMILIES', 'settings', 'check_choice', 'find_settings_file',
+           'parse_value', 'is_preset_section', 'CourseSettings', 'env_setting', 'get_device', 'make_generator',
+           'to_uint8', 'batch_hwc', 'image_arrays', 'grid_shape', 'image_grid', 'show_images', 'HubUnavailableError',
+           'hub_offline_requested', 'hub_endpoint', 'probe_url', 'hub_reachable', 'hub_error', 'cached_snapshot',
+           'load_pretrained']
 
 # %% ../nbs/00_core.ipynb #def1bff2
 def check_choice(name: str, value, choices):
@@ -48,6 +49,25 @@ DEFAULT_SETTINGS = {
                    "down_block_types": "DownBlock2D, AttnDownBlock2D, AttnDownBlock2D, AttnDownBlock2D",
                    "layers_per_block": "2", "train_samples": "60000", "epochs": "25", "batch_size": "256",
                    "learning_rate": "3e-4", "mixed_precision": "bf16"},
+    "vae.smoke": {"block_out_channels": "8, 16, 16", "layers_per_block": "1", "train_samples": "512", "epochs": "1",
+                  "batch_size": "64", "learning_rate": "2e-3", "kl_weight": "1e-4", "mixed_precision": "no"},
+    "vae.cpu": {"block_out_channels": "32, 64, 64", "layers_per_block": "1", "train_samples": "60000", "epochs": "1",
+                "batch_size": "64", "learning_rate": "2e-3", "kl_weight": "1e-4", "mixed_precision": "bf16"},
+    "vae.gpu": {"block_out_channels": "64, 128, 128", "layers_per_block": "2", "train_samples": "60000",
+                "epochs": "10", "batch_size": "128", "learning_rate": "1e-3", "kl_weight": "1e-4",
+                "mixed_precision": "bf16"},
+    "latent.smoke": {"block_out_channels": "16, 32, 32",
+                     "down_block_types": "DownBlock2D, DownBlock2D, AttnDownBlock2D", "layers_per_block": "1",
+                     "train_samples": "512", "epochs": "1", "batch_size": "64", "learning_rate": "1e-3",
+                     "mixed_precision": "no"},
+    "latent.cpu": {"block_out_channels": "32, 64, 64",
+                   "down_block_types": "DownBlock2D, DownBlock2D, AttnDownBlock2D", "layers_per_block": "1",
+                   "train_samples": "60000", "epochs": "1", "batch_size": "64", "learning_rate": "2e-3",
+                   "mixed_precision": "bf16"},
+    "latent.gpu": {"block_out_channels": "64, 128, 128",
+                   "down_block_types": "DownBlock2D, AttnDownBlock2D, AttnDownBlock2D", "layers_per_block": "2",
+                   "train_samples": "60000", "epochs": "10", "batch_size": "256", "learning_rate": "1e-3",
+                   "mixed_precision": "bf16"},
 }
 SETTINGS_HEADER = "course_lib settings"  # a line every course settings.ini carries in its header
 
@@ -79,6 +99,10 @@ def parse_value(text: str):
     return text
 
 # %% ../nbs/00_core.ipynb #9ca07900
+PRESET_FAMILIES = ("preset", "vae", "latent")  # [preset.cpu]: chapter 1's UNet; [vae.cpu], [latent.cpu]: chapter 2's
+
+def is_preset_section(section: str) -> bool: return section.split(".")[0] in PRESET_FAMILIES and "." in section
+
 class CourseSettings:
     "The course's settings: explicit argument > `COURSE_*` environment variable > `settings.ini` > built-in default."
     def __init__(self, file=None):
@@ -92,13 +116,15 @@ class CourseSettings:
         self.root = self.file.parent.resolve() if self.file else Path.cwd()
 
     @property
-    def names(self): return [k for s in self.parser.sections() if not s.startswith("preset.") for k in self.parser[s]]
+    def names(self): return [k for s in self.parser.sections() if not is_preset_section(s) for k in self.parser[s]]
     @property
-    def presets(self): return [s.removeprefix("preset.") for s in self.parser.sections() if s.startswith("preset.")]
+    def presets(self): return self.preset_names("preset")
+    def preset_names(self, family="preset"):
+        return [s.split(".", 1)[1] for s in self.parser.sections() if s.startswith(f"{check_choice('family', family, PRESET_FAMILIES)}.")]
 
     def section_of(self, name):
         for section in self.parser.sections():
-            if not section.startswith("preset.") and name in self.parser[section]: return section
+            if not is_preset_section(section) and name in self.parser[section]: return section
         raise KeyError(f"No course setting {name!r}; the settings are: {', '.join(self.names)}.")
 
     def __getattr__(self, name):  # settings.device is settings.get("device")
@@ -138,11 +164,12 @@ def get_path(self: CourseSettings, name, value=None) -> Path:
     return path if path.is_absolute() else self.root / path
 
 @patch
-def preset(self: CourseSettings, name) -> dict:
-    "The training preset `name` as Python values; `$COURSE_<NAME>_<KEY>` overrides one value."
-    check_choice("preset", name, self.presets)
-    section = self.parser[f"preset.{name}"]
-    return {k: parse_value(env_setting(f"COURSE_{name.upper()}_{k.upper()}") or v) for k, v in section.items()}
+def preset(self: CourseSettings, name, family: str = "preset") -> dict:
+    "Section `[<family>.<name>]` as Python values; `$COURSE_<NAME>_<KEY>` (`$COURSE_<FAMILY>_<NAME>_<KEY>`) overrides one."
+    check_choice("preset", name, self.preset_names(family))
+    env = f"COURSE_{name.upper()}" if family == "preset" else f"COURSE_{family.upper()}_{name.upper()}"
+    section = self.parser[f"{family}.{name}"]
+    return {k: parse_value(env_setting(f"{env}_{k.upper()}") or v) for k, v in section.items()}
 
 # %% ../nbs/00_core.ipynb #786f92cc
 settings = CourseSettings()

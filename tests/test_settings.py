@@ -4,7 +4,8 @@ import tomllib
 import pytest
 import yaml
 
-from course_lib.core import DEFAULT_SETTINGS, SETTINGS_HEADER, CourseSettings, find_settings_file, parse_value
+from course_lib.core import (DEFAULT_SETTINGS, SETTINGS_HEADER, CourseSettings, find_settings_file, is_preset_section,
+                             parse_value)
 from conftest import ROOT
 
 
@@ -65,7 +66,7 @@ def test_repo_settings_ini_documents_every_setting():
     assert {s: set(parser[s]) for s in parser.sections()} == {s: set(v) for s, v in DEFAULT_SETTINGS.items()}
     assert parser["data"]["fashion_hub_id"] == "zalando-datasets/fashion_mnist"
     assert parser["models"]["sd_model"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    names = [k for s in parser.sections() if not s.startswith("preset.") for k in parser[s]]
+    names = [k for s in parser.sections() if not is_preset_section(s) for k in parser[s]]
     assert len(names) == len(set(names)), "each COURSE_<NAME> variable must name one setting"
 
 

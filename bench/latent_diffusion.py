@@ -1,0 +1,82 @@
+"""Latent diffusion on a laptop: chapter 2's Fashion VAE and the class-conditioned UNet in its latent space.
+
+    python bench/latent_diffusion.py [--preset cpu] [--repeats 3] [--n-per-class 20] [--device cpu] [--out output/figures]
+
+1. trains the preset's Fashion VAE (or loads it from the cache; the time is printed when it trains) and prints
+   its PSNR on the 10,000 held-out test images (4x8x8 latents) and its scaling factor next to SD's 0.18215;
+2. times, alternately and side by side, a training step (batch 64, bf16) and the sampling of 10 images (DDIM 50,
+   guidance 3, VAE decoding included) for chapter 1's pixel UNet and the same architecture on latents, and prints
+   the speed-up (`course_lib.latents.latent_speedup`);
+3. trains the latent UNet (or loads its checkpoint) and chapter 1's pixel UNet (or loads it), then compares
+   class accuracy and FID of `n_per_class` samples per class from each, with the VAE's reconstructions as ceiling.
+"""
+import argparse, sys, time
+from pathlib import Path
+
+import torch
+
+from course_lib.conditioning import (N_CLASSES, checkpoint_path, generate_from_class, make_class_unet, make_sampler,
+                                     train_class_conditioned)
+from course_lib.core import get_device, settings, show_images
+from course_lib.data import fashion_tensors, load_fashion_mnist
+from course_lib.evaluation import class_accuracy, fashion_classifier, fid, unit_images
+from course_lib.latents import (decode, encode_fashion, fashion_vae, fashion_vae_path, generate_latent_class,
+                                latent_speedup, make_latent_unet, reconstruction_psnr)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n-per-class", type=int, default=20)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default="output/figures")
+    args = parser.parse_args()
+    device, out = get_device(args.device), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_images, train_labels = fashion_tensors(load_fashion_mnist("train"), device)
+    test_images, test_labels = fashion_tensors(load_fashion_mnist("test"), device)
+
+    cached = (fashion_vae_path(train_images, args.preset) / "config.json").exists()
+    start = time.perf_counter()
+    vae = fashion_vae(train_images, args.preset, device=device)
+    print(f"VAE ({args.preset}): {'loaded from the cache' if cached else 'trained'} in {time.perf_counter() - start:.0f} s; "
+          f"held-out PSNR {reconstruction_psnr(vae, test_images):.2f} dB on {len(test_images):,} test images; "
+          f"scaling factor {vae.config.scaling_factor:.4f} (SD 1/2: 0.18215)", flush=True)
+
+    latent_run = settings.preset(args.preset, "latent")
+    pixel_model, latent_model = make_class_unet(args.preset).to(device), make_latent_unet(vae, latent_run).to(device)
+    speed = latent_speedup(pixel_model, latent_model, vae, repeats=args.repeats)
+    print(f"\nspeed, pixel UNet {settings.preset(args.preset)['block_out_channels']} on 1x32x32 vs latent UNet "
+          f"{latent_run['block_out_channels']} on 4x8x8, best of {args.repeats}, alternating:")
+    print(speed.to_string(index=False, float_format=lambda v: f"{v:.4g}"), flush=True)
+
+    start = time.perf_counter()
+    train_latents = encode_fashion(vae, train_images)
+    print(f"\nencoding the {len(train_latents):,} training images once: {time.perf_counter() - start:.1f} s", flush=True)
+    path = checkpoint_path(latent_run, train_latents, train_labels, kind=f"latent-unet-{args.preset}")
+    record = train_class_conditioned(latent_model, train_latents, train_labels, latent_run, checkpoint=path, device=device)
+    print(f"latent UNet: {record['step']} steps; this call {record['seconds']:.0f} s ({record['images_per_second']:.0f} img/s)")
+    record = train_class_conditioned(pixel_model, train_images, train_labels, args.preset, device=device,
+                                     checkpoint=checkpoint_path(args.preset, train_images, train_labels))
+    print(f"pixel UNet: {record['step']} steps; this call {record['seconds']:.0f} s ({record['images_per_second']:.0f} img/s)")
+
+    judge, reference = fashion_classifier(train_images, train_labels, device=device), unit_images(test_images)
+    labels, options = torch.arange(N_CLASSES).repeat_interleave(args.n_per_class), dict(
+        guidance_scale=3, num_inference_steps=50, mixed_precision="bf16", progress=False)
+    pixel = generate_from_class(pixel_model, make_sampler("ddim"), list(range(N_CLASSES)), args.n_per_class,
+                                generator=torch.Generator(device).manual_seed(0), **options)
+    latent = generate_latent_class(latent_model, vae, make_sampler("ddim", clip_sample=False), list(range(N_CLASSES)),
+                                   args.n_per_class, generator=torch.Generator(device).manual_seed(0), **options)
+    reconstructed = decode(vae, encode_fashion(vae, test_images[:len(labels)], progress=False))
+    print(f"\nguidance 3, DDIM 50, {len(labels)} samples; FID on the judge's features against {len(reference):,} test images")
+    for name, images, truth in [("pixel-space samples", pixel, labels), ("latent-space samples, decoded", latent, labels),
+                                (f"VAE reconstructions of {len(labels)} test images", reconstructed, test_labels[:len(labels)])]:
+        print(f"  {name:42s} class accuracy {class_accuracy(judge, images, truth):6.1%}   FID {fid(judge, images, reference):6.1f}")
+    grid = torch.cat([pixel.view(N_CLASSES, -1, 1, 32, 32)[:, :4], latent.view(N_CLASSES, -1, 1, 32, 32)[:, :4]], 1)
+    show_images(grid.flatten(0, 1), nrows=N_CLASSES).savefig(out / "bench-latent-vs-pixel.png", dpi=120, bbox_inches="tight")
+    print(f"\nfigure (left 4: pixel, right 4: latent): {out / 'bench-latent-vs-pixel.png'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
