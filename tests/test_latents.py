@@ -92,16 +92,16 @@ def test_psnr():
 
 
 def test_trained_fashion_vae_beats_the_mean_image_and_sets_its_scaling_factor(fashion):
-    # 64 steps of a narrow VAE: far from the cpu preset's ~30 dB, but it must clearly beat the best image-independent
-    # guess (the mean training image, ~12 dB here), or the encoder carries no information about its input.
+    # 128 steps of a narrow VAE: far from the cpu preset's ~30 dB, but it must clearly beat the best image-independent
+    # guess, the mean training image (~16 dB here), or its latents carry little about their image.
     train, _, held_out = fashion
-    preset = settings.preset("cpu", "vae") | {"block_out_channels": (16, 32, 32), "train_samples": 4096, "mixed_precision": "no"}
+    preset = settings.preset("cpu", "vae") | {"block_out_channels": (16, 32, 32), "train_samples": 4096, "epochs": 2}
     vae = make_fashion_vae(preset)
     record = train_vae(vae, train, preset, device="cpu", progress=False)
-    assert record["step"] == 64 and record["reconstruction"][-1] < record["reconstruction"][0] / 2
+    assert record["step"] == 128 and record["reconstruction"][-1] < record["reconstruction"][0] / 2
     mean_image = unit_images(train).mean(0, keepdim=True).expand(len(held_out), -1, -1, -1)
     baseline = psnr(unit_images(held_out), mean_image)
-    assert reconstruction_psnr(vae, held_out) > baseline + 4
+    assert reconstruction_psnr(vae, held_out) > baseline + 5, (reconstruction_psnr(vae, held_out), baseline)
     latents = encode_fashion(vae, held_out, progress=False)
     assert latents.shape == (len(held_out), 4, 8, 8)
     assert 0.7 < latents.std().item() < 1.4  # scaled by 1 / std of training latents: about unit variance
