@@ -8,7 +8,7 @@
    guidance 3, VAE decoding included) for chapter 1's pixel UNet and the same architecture on latents, and prints
    the speed-up (`course_lib.latents.latent_speedup`);
 3. trains the latent UNet (or loads its checkpoint) and chapter 1's pixel UNet (or loads it), then compares
-   class accuracy and FID of `n_per_class` samples per class from each, with the VAE's reconstructions as ceiling.
+   class accuracy and FID of `n_per_class` samples per class from each, and of as many VAE reconstructions of test images.
 """
 import argparse, sys, time
 from pathlib import Path
