@@ -28,7 +28,7 @@ from .data import FASHION_CLASSES
 
 # %% auto #0
 __all__ = ['N_CLASSES', 'NULL_CLASS', 'CHECKPOINT_FORMAT', 'SAMPLERS', 'seed_transform', 'seed_style_loader', 'fashion_batches',
-           'pick_preset', 'make_class_unet', 'diffusion_loss', 'derived_generator', 'atomic_save_file',
+           'pick_preset', 'preset_values', 'make_class_unet', 'diffusion_loss', 'derived_generator', 'atomic_save_file',
            'read_checkpoint', 'save_checkpoint', 'prefixed', 'load_class_unet', 'optimizer_state', 'resume_training',
            'run_settings', 'learning_rate_schedule', 'check_null_label', 'train_class_conditioned', 'data_fingerprint',
            'checkpoint_path', 'plot_losses', 'check_class_model', 'check_class_labels', 'check_guidance_scale',
@@ -79,6 +79,10 @@ def pick_preset(preset: str | None = None, device=None) -> str:
     if name == "auto": return "gpu" if get_device(device).type == "cuda" else "cpu"
     return check_choice("preset", name, settings.presets)
 
+def preset_values(preset=None, family: str = "preset") -> dict:
+    "The values of `preset`: a name (or None: `pick_preset`) looked up in settings' `family`, or a dict used as it is."
+    return settings.preset(pick_preset(preset), family) if preset is None or isinstance(preset, str) else dict(preset)
+
 # %% ../nbs/01_conditioning.ipynb #3d20cd23
 N_CLASSES = len(FASHION_CLASSES)
 NULL_CLASS = N_CLASSES  # the extra "no class" label that classifier-free guidance trains with
@@ -86,7 +90,7 @@ NULL_CLASS = N_CLASSES  # the extra "no class" label that classifier-free guidan
 def make_class_unet(preset=None, num_class_embeds: int = N_CLASSES + 1, seed: int = 0, in_channels: int = 1,
                     sample_size: int = 32) -> UNet2DModel:
     "The class-conditioned UNet for 1×32×32 images (or `in_channels`×`sample_size`² latents) of `preset` (a name, a dict, or None)."
-    p = settings.preset(pick_preset(preset)) if preset is None or isinstance(preset, str) else preset
+    p = preset_values(preset)
     channels, down = tuple(p["block_out_channels"]), tuple(p["down_block_types"])
     if len(channels) != len(down):
         raise ValueError(f"`preset` needs one down_block_types entry per block_out_channels entry; got {channels} and {down}.")
@@ -185,7 +189,7 @@ def resume_training(checkpoint, model, optimizer, run: dict) -> dict:
 def run_settings(preset, images, epochs=None, batch_size=None, learning_rate=None, mixed_precision=None,
                  train_samples=None, class_dropout=0.1, lr_schedule="cosine", seed=0) -> dict:
     "The settings of a training run: `preset` (a name, a dict, or None: `pick_preset`) overridden by arguments not None."
-    p = settings.preset(pick_preset(preset)) if preset is None or isinstance(preset, str) else dict(preset)
+    p = preset_values(preset)
     run = dict(epochs=epochs or p["epochs"], batch_size=batch_size or p["batch_size"],
                learning_rate=learning_rate or p["learning_rate"],
                mixed_precision=mixed_precision or p["mixed_precision"] or "no",  # settings.ini reads "no" as False
