@@ -8,7 +8,7 @@ Docs: https://sd-course.github.io/course_lib/latents.html.md"""
 
 # %% ../nbs/02_latents.ipynb #abe3b839
 from __future__ import annotations
-import copy, hashlib, json, math, os, shutil, tempfile, time
+import copy, hashlib, json, math, time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from .conditioning import (N_CLASSES, data_fingerprint, derived_generator, diffu
 from .core import check_choice, get_device, load_pretrained, settings
 from .data import Params, draw_tshirt, render_garments
 from .evaluation import unit_images
+from .models import component_subfolder, save_pretrained_atomic
 
 # %% auto #0
 __all__ = ['ATTENTION_PROCESSORS', 'VAE_ALTERNATIVE', 'SAMPLE_SCENE', 'attention_block', 'peak_memory', 'attention_cost',
@@ -115,9 +116,7 @@ VAE_ALTERNATIVE = ("for offline work use course_lib.models.tiny_sd_components()[
 def load_vae(model_id=None, device=None, dtype=None, subfolder=None, verbose: bool = True) -> AutoencoderKL:
     "An `AutoencoderKL` (eval mode) from `model_id` (Hub id or folder; settings: `vae_model`) on `device` in `dtype`."
     model_id = str(settings.get("vae_model", model_id))
-    local = Path(model_id).expanduser()
-    if subfolder is None and ((local / "model_index.json").exists() or model_id == settings.get("sd_model")):
-        subfolder = "vae"  # a whole Stable Diffusion checkpoint: its VAE lives in vae/
+    local, subfolder = Path(model_id).expanduser(), component_subfolder(model_id, "vae", subfolder)
     vae = load_pretrained(AutoencoderKL, model_id, alternative=VAE_ALTERNATIVE, torch_dtype=dtype, subfolder=subfolder)
     if verbose: print(f"VAE from {model_id}{'/' + subfolder if subfolder else ''} ({'folder' if local.is_dir() else 'Hub'})")
     return vae.to(get_device(device)).eval()
@@ -294,12 +293,7 @@ def fashion_vae(images: torch.Tensor, preset=None, seed: int = 0, cache_dir=None
     if (folder / "config.json").exists(): return load_vae(folder, device)
     vae = make_fashion_vae(preset, seed)
     train_vae(vae, images, preset, seed=seed, device=device, progress=progress)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:  # written aside, then renamed: an interrupted save never looks like a trained model
-        vae.save_pretrained(tmp); tmp.chmod(0o755); os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
+    save_pretrained_atomic(vae, folder)  # an interrupted save never looks like a trained model
     return vae
 
 # %% ../nbs/02_latents.ipynb #b1ce44e8

@@ -7,7 +7,7 @@ Docs: https://sd-course.github.io/course_lib/models.html.md"""
 
 # %% ../nbs/00_models.ipynb #8aa2ec38
 from __future__ import annotations
-import gzip
+import gzip, os, shutil, tempfile
 from pathlib import Path
 
 import torch
@@ -19,7 +19,8 @@ from .core import HubUnavailableError, get_device, hub_error, load_pretrained, s
 # %% auto #0
 __all__ = ['CLIP_MAX_LENGTH', 'CLIP_MERGES', 'CLIP_VOCAB_SIZE', 'TINY_UNET', 'TINY_VAE', 'TINY_TEXT_ENCODER', 'SD15_SCHEDULER',
            'SD_ALTERNATIVE', 'bytes_to_unicode', 'clip_vocab_and_merges', 'find_clip_bpe', 'clip_tokenizer_from_bpe',
-           'load_clip_tokenizer', 'tiny_sd_components', 'tiny_sd_pipeline', 'load_sd_pipeline']
+           'load_clip_tokenizer', 'tiny_sd_components', 'tiny_sd_pipeline', 'load_sd_pipeline', 'component_subfolder',
+           'save_pretrained_atomic']
 
 # %% ../nbs/00_models.ipynb #f7b0aeff
 CLIP_MAX_LENGTH = 77  # CLIP's context: 75 prompt tokens between the start and end markers
@@ -122,3 +123,21 @@ def load_sd_pipeline(model_id=None, device=None, dtype=None) -> StableDiffusionP
     pipe = load_pretrained(StableDiffusionPipeline, model_id, alternative=SD_ALTERNATIVE, torch_dtype=dtype,
                            safety_checker=None, requires_safety_checker=False)
     return pipe.to(get_device(device))
+
+# %% ../nbs/00_models.ipynb #a5052626
+def component_subfolder(model_id, component: str, subfolder: str | None = None) -> str | None:
+    "`subfolder`, else `component` when `model_id` is a whole SD checkpoint (a folder with `model_index.json`, or `sd_model`)."
+    if subfolder is not None: return subfolder
+    whole = (Path(model_id).expanduser() / "model_index.json").exists() or str(model_id) == settings.get("sd_model")
+    return component if whole else None
+
+# %% ../nbs/00_models.ipynb #2ce677a5
+def save_pretrained_atomic(model, folder) -> Path:
+    "`model.save_pretrained` into `folder`, written beside it and renamed, so a half-written folder never appears."
+    folder = Path(folder); folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        model.save_pretrained(tmp); tmp.chmod(0o755); os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+    return folder
