@@ -8,7 +8,7 @@ Docs: https://sd-course.github.io/course_lib/sampling.html.md"""
 
 # %% ../nbs/04_sampling.ipynb #dc5adaf9
 from __future__ import annotations
-import copy, inspect, math, time
+import copy, inspect, math
 
 import pandas as pd
 import torch
