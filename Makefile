@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/class_sampling.py
 	$(BIN)/python bench/attention_cost.py
 	$(BIN)/python bench/latent_diffusion.py
+	$(BIN)/python bench/sampling_loop.py
 
 # Re-pin the lock file after changing pyproject's dependencies (then run `make test`).
 lock: $(STAMP)
