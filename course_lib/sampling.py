@@ -8,7 +8,7 @@ Docs: https://sd-course.github.io/course_lib/sampling.html.md"""
 
 # %% ../nbs/04_sampling.ipynb #dc5adaf9
 from __future__ import annotations
-import copy, inspect, math
+import copy, math
 
 import pandas as pd
 import torch
@@ -19,13 +19,14 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import resca
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from .conditioning import step_kwargs
 from .core import check_choice, make_generator
-from .text import encode_prompt
+from .latents import downsampling_factor
+from .text import check_prompts, encode_prompt
 
 # %% auto #0
 __all__ = ['UNET_CONFIGS', 'SD_PARTS', 'SCHEDULERS', 'OUTPUT_TYPES', 'unet_config', 'meta_unet', 'cross_attention_map', 'guide',
-           'sd_parts', 'make_scheduler', 'check_sampling_args', 'prepare_latents', 'step_kwargs', 'decode_latents',
-           'generate']
+           'sd_parts', 'make_scheduler', 'check_sampling_args', 'prepare_latents', 'decode_latents', 'generate']
 
 # %% ../nbs/04_sampling.ipynb #1167b099
 UNET_CONFIGS = {  # as in the checkpoints' unet/config.json
@@ -123,17 +124,12 @@ def prepare_latents(unet, scheduler, batch_size: int, height: int, width: int, v
     shape = (batch_size, unet.config.in_channels, height // vae_factor, width // vae_factor)
     return randn_tensor(shape, generator=generator, device=unet.device, dtype=dtype) * scheduler.init_noise_sigma
 
-def step_kwargs(scheduler, generator) -> dict:
-    "The generator for schedulers whose `step` draws noise (Euler ancestral, DDPM), nothing for the others."
-    return {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
-
 # %% ../nbs/04_sampling.ipynb #5989a6c7
 def decode_latents(vae, latents: torch.Tensor, output_type: str = "pil"):
     "Step 4: latents -> images as `output_type` ('pil', 'np', 'pt' in [0, 1], or 'latent' to skip decoding)."
     if output_type == "latent": return latents
     with torch.no_grad(): images = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    return VaeImageProcessor(vae_scale_factor=factor).postprocess(images, output_type=output_type)
+    return VaeImageProcessor(vae_scale_factor=downsampling_factor(vae)).postprocess(images, output_type=output_type)
 
 # %% ../nbs/04_sampling.ipynb #cfe42cf8
 def generate(pipe, prompt, negative_prompt="", *, height: int | None = None, width: int | None = None,
@@ -143,26 +139,28 @@ def generate(pipe, prompt, negative_prompt="", *, height: int | None = None, wid
     "Images for `prompt` from a Stable Diffusion `pipe` (or dict of parts), the loop of `StableDiffusionPipeline.__call__`."
     parts = sd_parts(pipe)
     unet, vae, scheduler = parts["unet"], parts["vae"], copy.deepcopy(scheduler or parts["scheduler"])
-    vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    vae_factor = downsampling_factor(vae)
     default_side = unet.config.sample_size * vae_factor  # 512 for SD 1.5
     height, width = default_side if height is None else height, default_side if width is None else width
     generator = make_generator(seed, "cpu") if generator is None and seed is not None else generator
+    batch_size = len(prompt_embeds[1]) if prompt_embeds else len(check_prompts(prompt))
+    check_sampling_args(height, width, vae_factor, num_inference_steps, guidance_scale, guidance_rescale,
+                        output_type, generator, batch_size)
     # 1. encode the prompt (or reuse embeddings computed before)
     uncond, cond = prompt_embeds or encode_prompt(parts["tokenizer"], parts["text_encoder"], prompt, negative_prompt,
                                                   device=unet.device)
-    check_sampling_args(height, width, vae_factor, num_inference_steps, guidance_scale, guidance_rescale,
-                        output_type, generator, len(cond))
     use_uncond = guidance_scale != 1  # at exactly 1 the unconditional prediction cancels out: skip it
     embeddings = torch.cat([uncond, cond]) if use_uncond else cond
     # 2. timesteps, then latents
     scheduler.set_timesteps(num_inference_steps, device=unet.device)
     latents = prepare_latents(unet, scheduler, len(cond), height, width, vae_factor, generator, cond.dtype)
-    # 3. the loop: scale input, predict, guide, step
+    # 3. the loop: scale input, predict, guide, step (DDIM's own default: no clipped-output recomputation, as diffusers)
+    extra_step_kwargs = step_kwargs(scheduler, generator, use_clipped_model_output=False)
     for i, t in enumerate(tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False)):
         model_input = scheduler.scale_model_input(torch.cat([latents] * 2) if use_uncond else latents, t)
         with torch.no_grad(): noise = unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
         if use_uncond: noise = guide(*noise.chunk(2), guidance_scale, guidance_rescale)
-        latents = scheduler.step(noise, t, latents, **step_kwargs(scheduler, generator), return_dict=False)[0]
+        latents = scheduler.step(noise, t, latents, **extra_step_kwargs, return_dict=False)[0]
         if callback is not None: callback(i, t, latents)
     # 4. decode
     return decode_latents(vae, latents, output_type)
