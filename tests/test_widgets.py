@@ -114,3 +114,11 @@ def test_draw_false_waits(pipe):
     quiet.draw()
     assert quiet.draws == 1 and quiet.image.value[:4] == b"\x89PNG"
 
+
+
+def test_accepts_a_dict_of_components(pipe, explorer):
+    from course_lib.sampling import sd_parts
+    from_parts = guidance_explorer(sd_parts(pipe), "a red cube", seed=3, num_inference_steps=4, **SIZE)
+    assert from_parts.image.value == explorer.image.value
+    with pytest.raises(ValueError, match="unet"):
+        guidance_explorer({"vae": pipe.vae}, "a red cube", **SIZE)
