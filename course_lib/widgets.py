@@ -12,7 +12,9 @@ import html, io, random, time, warnings
 import ipywidgets as widgets
 from fastcore.basics import patch
 from IPython.display import display
+from PIL import Image
 
+from .core import show_images
 from .sampling import generate, sd_parts
 from .text import encode_prompt
 
@@ -180,8 +182,6 @@ def guidance_explorer(pipe_or_components, prompt: str = "a photograph of an astr
 @patch
 def snapshot(self: GuidanceExplorer):
     "The current image and the history row as one matplotlib figure, for places without live widgets."
-    from PIL import Image
-    from course_lib.core import show_images
     shown = [(self.image.value, f"now: {self.caption}")] + self.history
     images = [Image.open(io.BytesIO(png)).convert("RGB") for png, _ in shown]
     return show_images(images, titles=[caption.replace(" · ", "\n") for _, caption in shown], ncols=len(images),
