@@ -5,21 +5,29 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 OUT ?= output
 # torch is installed first and alone, so no other package can pull a (several-GB) CUDA build.
 # On a Linux laptop without a GPU add: TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
+# The install stamp is named after the content of what it installs: nbdev-export rewrites pyproject.toml with the same
+# content (a new mtime), which must not reinstall everything; a real change to the dependencies or the lock must.
+INSTALL_HASH := $(shell { cat pyproject.toml requirements/constraints.txt; echo "$(TORCH) $(TORCH_PIP_ARGS)"; } | \
+	$(PYTHON) -c "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])")
+STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 
 .PHONY: install demo test sync-check nbtest pytest bench lock clean readme
 
-$(STAMP): pyproject.toml requirements/constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH)"
-	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e ".[dev]"
-	touch $(STAMP)
+$(STAMP):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	  { echo "course_lib needs Python 3.10 or newer; $(PYTHON) is $$($(PYTHON) --version 2>&1). Try: make PYTHON=python3.11"; exit 1; }
+	@echo "Installing torch and the course's packages into $(VENV) (minutes the first time; log: $(VENV)/install.log)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/python -m pip install --upgrade pip && \
+	   $(BIN)/python -m pip install $(TORCH_PIP_ARGS) "$(TORCH)" && \
+	   $(BIN)/python -m pip install -c requirements/constraints.txt -e ".[dev]"; } > $(VENV)/install.log 2>&1 || \
+	  { tail -n 25 $(VENV)/install.log; echo "Installing failed: the whole log is $(VENV)/install.log"; exit 1; }
+	@rm -f $(VENV)/.installed $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)
 
@@ -59,7 +67,7 @@ bench: $(STAMP)
 # Re-pin the lock file after changing pyproject's dependencies (then run `make test`).
 lock: $(STAMP)
 	{ sed -n '1,3p' requirements/constraints.txt; echo "$(TORCH)"; \
-	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -i -e '^torch==' -e '^course.lib'; } > requirements/constraints.new
+	  $(BIN)/python -m pip freeze --all --exclude-editable | grep -v -i -e "^torch==" -e "^course.lib" -e "^pip=="; } > requirements/constraints.new
 	mv requirements/constraints.new requirements/constraints.txt
 
 clean:

@@ -23,16 +23,16 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .core import check_choice, get_device, make_generator, settings, show_images
+from .core import PRESET_FAMILIES, check_choice, get_device, make_generator, note_source, settings, show_images
 from .data import FASHION_CLASSES
 
 # %% auto #0
 __all__ = ['N_CLASSES', 'NULL_CLASS', 'CHECKPOINT_FORMAT', 'SAMPLERS', 'seed_transform', 'seed_style_loader', 'fashion_batches',
-           'pick_preset', 'preset_values', 'make_class_unet', 'diffusion_loss', 'derived_generator', 'atomic_save_file',
-           'read_checkpoint', 'save_checkpoint', 'prefixed', 'load_class_unet', 'optimizer_state', 'resume_training',
-           'run_settings', 'learning_rate_schedule', 'check_null_label', 'train_class_conditioned', 'data_fingerprint',
-           'checkpoint_path', 'plot_losses', 'check_class_model', 'check_class_labels', 'check_guidance_scale',
-           'check_steps', 'step_kwargs', 'generate_from_class', 'make_sampler', 'guidance_grid']
+           'pick_preset', 'preset_label', 'preset_values', 'make_class_unet', 'diffusion_loss', 'derived_generator',
+           'atomic_save_file', 'read_checkpoint', 'save_checkpoint', 'prefixed', 'load_class_unet', 'optimizer_state',
+           'resume_training', 'run_settings', 'learning_rate_schedule', 'check_null_label', 'train_class_conditioned',
+           'data_fingerprint', 'checkpoint_path', 'plot_losses', 'check_class_model', 'check_class_labels',
+           'check_guidance_scale', 'check_steps', 'step_kwargs', 'generate_from_class', 'make_sampler', 'guidance_grid']
 
 # %% ../nbs/01_conditioning.ipynb #8decbf51
 def seed_transform(image, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -78,6 +78,12 @@ def pick_preset(preset: str | None = None, device=None) -> str:
     name = settings.get("train_preset", preset)
     if name == "auto": return "gpu" if get_device(device).type == "cuda" else "cpu"
     return check_choice("preset", name, settings.presets)
+
+def preset_label(preset=None) -> str:
+    "The name of `preset` for messages: its own, `pick_preset`'s for None, a named preset's that a dict equals, or 'custom'."
+    if preset is None or isinstance(preset, str): return pick_preset(preset)
+    same = [name for family in PRESET_FAMILIES for name in settings.preset_names(family) if settings.preset(name, family) == preset]
+    return same[0] if same else "custom"
 
 def preset_values(preset=None, family: str = "preset") -> dict:
     "The values of `preset`: a name (or None: `pick_preset`) looked up in settings' `family`, or a dict used as it is."
@@ -218,7 +224,7 @@ def check_null_label(model, class_dropout: float):
 # %% ../nbs/01_conditioning.ipynb #c9da8266
 def train_class_conditioned(model, images, labels, preset=None, *, class_dropout: float = 0.1, seed: int = 0,
                             checkpoint=None, checkpoint_every: int = 200, max_steps=None, device=None,
-                            progress: bool = True, **overrides) -> dict:
+                            progress: bool = True, what: str = "class UNet", **overrides) -> dict:
     "Train `model` on uint8 `images` N×28×28 with `labels`, resuming from `checkpoint`; returns the run's record."
     run = run_settings(preset, images, class_dropout=class_dropout, seed=seed, **overrides)
     check_null_label(model, class_dropout)
@@ -251,6 +257,8 @@ def train_class_conditioned(model, images, labels, preset=None, *, class_dropout
             if record["step"] == stop: break
     bar.close(); accelerator.unwrap_model(model).eval()
     seconds = time.perf_counter() - start
+    note_source(what, f"trained here ({preset_label(preset)} preset, {record['step']:,} steps)" if record["step"] > done_before
+                else f"trained earlier here ({preset_label(preset)} preset), loaded from {Path(checkpoint).name}")
     images_per_second = (record["step"] - done_before) * batch_size / max(seconds, 1e-9)
     return record | {"total_steps": total, "seconds": seconds, "images_per_second": images_per_second}
 
@@ -268,16 +276,16 @@ def checkpoint_path(preset, images, labels, cache_dir=None, kind: str = "class-u
     return settings.get_path("cache_dir", cache_dir) / "checkpoints" / name
 
 # %% ../nbs/01_conditioning.ipynb #e59f359d
-def plot_losses(losses, window: int = 50):
-    "The loss of every step and its running mean over `window` steps, as a figure."
+def plot_losses(losses, window: int = 50, title: str = "Training loss"):
+    "The loss of every step and, for runs longer than `window` steps, its running mean, as a figure titled `title`."
     import matplotlib.pyplot as plt
     losses = np.asarray(losses, dtype=float)
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.plot(losses, lw=0.6, alpha=0.4, label="loss per step")
-    if len(losses) >= window:
+    if len(losses) > window:  # a running mean needs more steps than its window to be a line
         running_mean = np.convolve(losses, np.ones(window) / window, "valid")
         ax.plot(np.arange(window - 1, len(losses)), running_mean, label=f"mean of {window}")
-    ax.set(xlabel="step", ylabel="MSE", yscale="log", title="Training loss"); ax.legend(); plt.close(fig)
+    ax.set(xlabel="step", ylabel="MSE", yscale="log", title=title); ax.legend(); plt.close(fig)
     return fig
 
 # %% ../nbs/01_conditioning.ipynb #36547670
@@ -368,7 +376,7 @@ def make_sampler(kind: str = "ddim", train_scheduler=None, **config_overrides):
 
 # %% ../nbs/01_conditioning.ipynb #eade0d50
 def guidance_grid(model, scheduler, scales=(1, 2, 3, 5, 7.5), classes=range(N_CLASSES), n_samples: int = 4,
-                  num_inference_steps: int = 50, seed: int = 0, mixed_precision: str = "no"):
+                  num_inference_steps: int = 50, seed: int = 0, mixed_precision: str = "no", title=None):
     "A figure: for each class in `classes` (rows) `n_samples` samples at each of `scales` (column groups), same seed."
     device = next(model.parameters()).device
     sample = lambda scale: generate_from_class(model, scheduler, list(classes), n_samples, guidance_scale=scale,
@@ -378,4 +386,5 @@ def guidance_grid(model, scheduler, scales=(1, 2, 3, 5, 7.5), classes=range(N_CL
     images = torch.cat(per_scale, dim=1).flatten(0, 1)  # row = class, columns = scales side by side
     columns = len(scales) * n_samples
     titles = [f"s={scales[j // n_samples]}" if i < columns and j % n_samples == 0 else "" for i in range(len(images)) for j in [i % columns]]
-    return show_images(images, titles=titles, nrows=len(classes), figsize=(len(scales) * n_samples * 0.55, len(classes) * 0.6))
+    return show_images(images, titles=titles, nrows=len(classes), title=title,
+                       figsize=(len(scales) * n_samples * 0.55, len(classes) * 0.6 + (0.4 if title else 0)))

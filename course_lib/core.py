@@ -17,11 +17,11 @@ import matplotlib.pyplot as plt
 import huggingface_hub
 
 # %% auto #0
-__all__ = ['DEFAULT_SETTINGS', 'SETTINGS_HEADER', 'PRESET_FAMILIES', 'settings', 'check_choice', 'find_settings_file',
-           'parse_value', 'is_preset_section', 'CourseSettings', 'env_setting', 'get_device', 'make_generator',
-           'to_uint8', 'batch_hwc', 'image_arrays', 'grid_shape', 'image_grid', 'show_images', 'HubUnavailableError',
-           'hub_offline_requested', 'hub_endpoint', 'probe_url', 'hub_reachable', 'hub_error', 'cached_snapshot',
-           'load_pretrained']
+__all__ = ['DEFAULT_SETTINGS', 'SETTINGS_HEADER', 'PRESET_FAMILIES', 'settings', 'SOURCES_USED', 'check_choice',
+           'find_settings_file', 'parse_value', 'is_preset_section', 'CourseSettings', 'env_setting', 'get_device',
+           'make_generator', 'to_uint8', 'batch_hwc', 'image_arrays', 'grid_shape', 'image_grid', 'show_images',
+           'note_source', 'sources_used', 'model_note', 'HubUnavailableError', 'hub_offline_requested', 'hub_endpoint',
+           'probe_url', 'hub_reachable', 'hub_error', 'cached_snapshot', 'load_pretrained']
 
 # %% ../nbs/00_core.ipynb #def1bff2
 def check_choice(name: str, value, choices):
@@ -37,7 +37,7 @@ DEFAULT_SETTINGS = {
                "clip_model": "openai/clip-vit-large-patch14", "vae_model": "stabilityai/sd-vae-ft-ema"},
     "data": {"data_source": "auto", "fashion_hub_id": "zalando-datasets/fashion_mnist", "data_dir": "data",
              "cache_dir": "data/cache", "offline_seed": "0",
-             "clip_bpe": "data/clip/bpe_simple_vocab_16e6.txt.gz", "reference_dir": "../shared/data"},
+             "clip_bpe": ""},  # empty: the merge list shipped inside course_lib (see 00_models)
     "runtime": {"device": "auto", "hub_timeout": "2", "train_preset": "auto"},
     "preset.smoke": {"block_out_channels": "16, 32, 32", "down_block_types": "DownBlock2D, DownBlock2D, AttnDownBlock2D",
                      "layers_per_block": "1", "train_samples": "512", "epochs": "1", "batch_size": "64",
@@ -257,8 +257,8 @@ def image_grid(images, nrows=None, ncols=None, value_range=None) -> Image.Image:
     return grid
 
 # %% ../nbs/00_core.ipynb #33e3701e
-def show_images(images, titles=None, nrows=None, ncols=None, figsize=None, value_range=None):
-    "Plot `images` in a grid with optional `titles`; returns the matplotlib figure (shown when last in a cell)."
+def show_images(images, titles=None, nrows=None, ncols=None, figsize=None, value_range=None, title=None):
+    "Plot `images` in a grid with optional `titles` (one each) and a `title` above all; returns the matplotlib figure."
     arrays = image_arrays(images, value_range)
     nrows, ncols = grid_shape(len(arrays), nrows, ncols)
     if titles is not None and len(titles) != len(arrays):
@@ -268,9 +268,28 @@ def show_images(images, titles=None, nrows=None, ncols=None, figsize=None, value
     for i, (ax, a) in enumerate(zip(axes.flat, arrays)):
         ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=255)
         if titles is not None: ax.set_title(str(titles[i]), fontsize=9)
+    if title: fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     plt.close(fig)  # returned, not also drawn by pyplot: one picture per call
     return fig
+
+# %% ../nbs/00_core.ipynb #da14b966
+SOURCES_USED: list[tuple[str, str]] = []  # (what, where from), in order of first use; tools/run_notebooks.py reads it
+
+def note_source(what: str, source: str) -> str:
+    "Record that `what` (the data, a tokenizer, a model) came from `source`; returns `source`."
+    if (what, source) not in SOURCES_USED: SOURCES_USED.append((what, source))
+    return source
+
+def sources_used() -> str:
+    "What this session loaded or made, one `what: source` line each."
+    return "\n".join(f"{what}: {source}" for what, source in SOURCES_USED) or "(nothing loaded or trained yet)"
+
+# %% ../nbs/00_core.ipynb #e966c83a
+def model_note(preset, steps: int | None = None, what: str = "model") -> str:
+    "Which trained `what` drew a figure: its `preset` (a name or a dict) and training `steps`; `smoke` is flagged."
+    note = f"{preset if isinstance(preset, str) else 'custom'} {what}" + (f", {steps:,} training steps" if steps else "")
+    return note + (" (a test-sized run: noise, not results)" if preset == "smoke" else "")
 
 # %% ../nbs/00_core.ipynb #f1b12d8a
 class HubUnavailableError(ConnectionError):
@@ -314,9 +333,11 @@ def cached_snapshot(repo_id: str, alternative: str, repo_type: str = "model") ->
     try: return Path(huggingface_hub.snapshot_download(repo_id, repo_type=repo_type, local_files_only=True))
     except (OSError, ValueError) as e: raise hub_error(repo_id, alternative) from e
 
-def load_pretrained(cls, name_or_path, *, alternative: str, **kwargs):
+def load_pretrained(cls, name_or_path, *, alternative: str, what: str | None = None, **kwargs):
     "`cls.from_pretrained(name_or_path, **kwargs)`, failing fast with `alternative` when the Hub is out of reach."
-    if Path(name_or_path).expanduser().is_dir() or hub_reachable():
-        return cls.from_pretrained(name_or_path, **kwargs)
-    # Load the cached folder itself: offline, transformers 5 can return an *empty* tokenizer instead of raising.
-    return cls.from_pretrained(cached_snapshot(str(name_or_path), alternative), **kwargs)
+    if (local := Path(name_or_path).expanduser().is_dir()) or hub_reachable():
+        loaded, where = cls.from_pretrained(name_or_path, **kwargs), f"{'folder' if local else 'the Hub:'} {name_or_path}"
+    else:  # the cached folder itself: offline, transformers 5 can return an *empty* tokenizer instead of raising
+        loaded, where = cls.from_pretrained(cached_snapshot(str(name_or_path), alternative), **kwargs), f"the Hub cache: {name_or_path}"
+    if what: note_source(what, f"pretrained, {where}")
+    return loaded

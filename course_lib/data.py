@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core import cached_snapshot, check_choice, get_device, hub_reachable, settings
+from .core import cached_snapshot, check_choice, get_device, hub_reachable, note_source, settings
 
 # %% auto #0
 __all__ = ['FASHION_CLASSES', 'SPLITS', 'SOURCES', 'IDX_MD5', 'IDX_DTYPES', 'IDX_STEMS', 'FASHION_ALTERNATIVE', 'union',
@@ -355,18 +355,20 @@ def load_fashion_mnist(split: str = "train", source=None, data_dir=None, hub_id=
     "Fashion-MNIST `split` from `source` ('auto', 'hub', 'local', 'offline'; settings: `data_source`)."
     check_choice("split", split, SPLITS)
     source = check_choice("source", settings.get("data_source", source), SOURCES)
+    loaders = {"hub": lambda: load_hub_fashion(split, hub_id), "local": lambda: load_local_fashion(split, data_dir),
+               "offline": lambda: load_offline_fashion(split, seed)}
     if source == "auto":
         errors = []
-        for name, load in (("hub", lambda: load_hub_fashion(split, hub_id)), ("local", lambda: load_local_fashion(split, data_dir))):
-            try: ds = load(); break
-            except (ConnectionError, FileNotFoundError) as e: errors.append(f"- {name}: {e}")
+        for source in ("hub", "local"):
+            try: ds = loaders[source](); break
+            except (ConnectionError, FileNotFoundError) as e: errors.append(f"- {source}: {e}")
         else:
             raise FileNotFoundError("No Fashion-MNIST source is available (source='auto' tried the Hub, then local files):\n"
                                     + "\n".join(errors) + "\nOr choose source='offline', the course's own drawn set "
                                     "(set COURSE_DATA_SOURCE=offline or data_source in settings.ini).")
-    elif source == "hub": ds = load_hub_fashion(split, hub_id)
-    elif source == "local": ds = load_local_fashion(split, data_dir)
-    else: ds = load_offline_fashion(split, seed)
+    else: ds = loaders[source]()
+    note_source("Fashion data", {"hub": "the real Fashion-MNIST from the Hub", "local": "the real Fashion-MNIST's IDX files",
+                                 "offline": "the offline set drawn here, not the real Fashion-MNIST"}[source])
     if verbose: print(f"Fashion-MNIST {split} ({len(ds):,} images) from {ds.info.description}")
     return ds
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .conditioning import (CHECKPOINT_FORMAT, N_CLASSES, atomic_save_file, data_fingerprint, derived_generator,
                                      fashion_batches, generate_from_class, read_checkpoint)
-from .core import get_device, settings
+from .core import get_device, note_source, settings
 
 # %% auto #0
 __all__ = ['FashionClassifier', 'train_classifier', 'unit_images', 'classifier_outputs', 'class_accuracy', 'fashion_classifier',
@@ -55,6 +55,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 2
                 loss = F.cross_entropy(classifier(x), y)
                 loss.backward(); optimizer.step(); optimizer.zero_grad(); schedule.step()
                 bar.update(); bar.set_postfix(loss=f"{loss.item():.3f}")
+    note_source("judge (classifier)", f"trained here ({steps:,} steps on {len(images):,} images)")
     return classifier.eval()
 
 # %% ../nbs/01b_evaluation.ipynb #23b98667
@@ -87,6 +88,7 @@ def fashion_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int =
     if path.exists():
         classifier = FashionClassifier()
         classifier.load_state_dict(read_checkpoint(path)[0])
+        note_source("judge (classifier)", f"trained earlier here, loaded from {path.name}")
         return classifier.to(get_device(device)).eval()
     classifier = train_classifier(images, labels, epochs=epochs, seed=seed, device=device, progress=progress)
     atomic_save_file(classifier.state_dict(), path, {"format": CHECKPOINT_FORMAT, "epochs": epochs, "seed": seed})
@@ -125,8 +127,8 @@ def guidance_sweep(model, scheduler, classifier, reference: torch.Tensor, scales
     return pd.DataFrame(rows)
 
 # %% ../nbs/01b_evaluation.ipynb #1726d076
-def plot_guidance_sweep(table: pd.DataFrame):
-    "Class accuracy and FID against guidance scale, on two axes of one figure."
+def plot_guidance_sweep(table: pd.DataFrame, title: str = "Class accuracy and FID against guidance scale"):
+    "Class accuracy and FID against guidance scale, on two axes of one figure titled `title`."
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(table["guidance scale"], table["class accuracy"] * 100, "o-", color="tab:blue")
@@ -135,5 +137,5 @@ def plot_guidance_sweep(table: pd.DataFrame):
     other = ax.twinx()
     other.plot(table["guidance scale"], table["FID"], "s--", color="tab:red")
     other.set_ylabel(f"FID ({int(table['samples'].iloc[0])} samples, lower is better)", color="tab:red")
-    ax.set_title("Guidance: more obedient, less varied"); plt.close(fig)
+    ax.set_title(title, fontsize=10); plt.close(fig)
     return fig

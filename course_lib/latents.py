@@ -8,7 +8,7 @@ Docs: https://sd-course.github.io/course_lib/latents.html.md"""
 
 # %% ../nbs/02_latents.ipynb #abe3b839
 from __future__ import annotations
-import copy, hashlib, json, math, time
+import contextlib, copy, hashlib, json, math, os, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +23,19 @@ from tqdm.auto import tqdm
 
 from .conditioning import (N_CLASSES, data_fingerprint, derived_generator, diffusion_loss, fashion_batches,
                                      generate_from_class, learning_rate_schedule, make_class_unet, make_sampler, pick_preset,
-                                     preset_values)
-from .core import check_choice, get_device, load_pretrained, settings
+                                     preset_label, preset_values)
+from .core import check_choice, get_device, load_pretrained, note_source, settings
 from .data import Params, draw_tshirt, render_garments
 from .evaluation import unit_images
 from .models import component_subfolder, save_pretrained_atomic
 
 # %% auto #0
-__all__ = ['ATTENTION_PROCESSORS', 'VAE_ALTERNATIVE', 'SAMPLE_SCENE', 'attention_block', 'peak_memory', 'attention_cost',
-           'plot_attention_cost', 'load_vae', 'downsampling_factor', 'check_vae_images', 'scale_latents', 'encode',
-           'decode', 'draw_sample_scene', 'load_sample_scene', 'plot_latent_channels', 'psnr', 'make_fashion_vae',
-           'vae_loss', 'latent_scaling_factor', 'train_vae', 'fashion_vae_path', 'fashion_vae', 'reconstruction_psnr',
-           'encode_fashion', 'make_latent_unet', 'generate_latent_class', 'side_by_side_seconds', 'latent_speedup']
+__all__ = ['ATTENTION_PROCESSORS', 'VAE_ALTERNATIVE', 'SAMPLE_SCENE', 'attention_block', 'native_stderr_silenced', 'peak_memory',
+           'attention_cost', 'plot_attention_cost', 'load_vae', 'downsampling_factor', 'check_vae_images',
+           'scale_latents', 'encode', 'decode', 'draw_sample_scene', 'load_sample_scene', 'plot_latent_channels',
+           'psnr', 'make_fashion_vae', 'vae_loss', 'latent_scaling_factor', 'train_vae', 'fashion_vae_path',
+           'fashion_vae', 'reconstruction_psnr', 'encode_fashion', 'make_latent_unet', 'generate_latent_class',
+           'side_by_side_seconds', 'latent_speedup']
 
 # %% ../nbs/02_latents.ipynb #4d8f2972
 ATTENTION_PROCESSORS = {"classic": AttnProcessor, "sdpa": AttnProcessor2_0}
@@ -50,6 +51,14 @@ def attention_block(channels: int = 64, heads: int = 1, kind: str = "classic", s
     return block.eval()
 
 # %% ../nbs/02_latents.ipynb #eaffb2b0
+@contextlib.contextmanager
+def native_stderr_silenced():
+    "Send what native code writes to file descriptor 2 to /dev/null meanwhile (Python's own `sys.stderr` is flushed first)."
+    sys.stderr.flush(); saved = os.dup(2)
+    with open(os.devnull, "w") as null: os.dup2(null.fileno(), 2)
+    try: yield
+    finally: os.dup2(saved, 2); os.close(saved)
+
 def peak_memory(fn, device=None) -> int:
     "Bytes of tensor memory that `fn()` holds at its peak beyond what was held before (CUDA counter, or profiler on CPU)."
     dev = get_device(device)
@@ -57,9 +66,15 @@ def peak_memory(fn, device=None) -> int:
         torch.cuda.synchronize(dev); before = torch.cuda.memory_allocated(dev)
         torch.cuda.reset_peak_memory_stats(dev); fn(); torch.cuda.synchronize(dev)
         return torch.cuda.max_memory_allocated(dev) - before
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof: fn()
+    profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    # torch's profiler (kineto) logs "USDT ... profiler_start/stop" to stderr on its own, and an init "ERROR" when first
+    # started outside the main thread (as notebook runners do): noise, not problems, so only fn() may print.
+    with native_stderr_silenced(): profiler.start()
+    try: fn()
+    finally:
+        with native_stderr_silenced(): profiler.stop()
     held = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):  # allocations (+) and releases (-) in order
+    for event in sorted(profiler.events(), key=lambda e: e.time_range.start):  # allocations (+) and releases (-) in order
         held += event.self_cpu_memory_usage; peak = max(peak, held)
     return peak
 
@@ -113,11 +128,12 @@ VAE_ALTERNATIVE = ("for offline work use course_lib.models.tiny_sd_components()[
                    "with fashion_vae(), or point COURSE_VAE_MODEL / vae_model in settings.ini at a folder saved with "
                    "save_pretrained.")
 
-def load_vae(model_id=None, device=None, dtype=None, subfolder=None, verbose: bool = True) -> AutoencoderKL:
+def load_vae(model_id=None, device=None, dtype=None, subfolder=None, verbose: bool = True, what: str | None = "VAE") -> AutoencoderKL:
     "An `AutoencoderKL` (eval mode) from `model_id` (Hub id or folder; settings: `vae_model`) on `device` in `dtype`."
     model_id = str(settings.get("vae_model", model_id))
     local, subfolder = Path(model_id).expanduser(), component_subfolder(model_id, "vae", subfolder)
-    vae = load_pretrained(AutoencoderKL, model_id, alternative=VAE_ALTERNATIVE, torch_dtype=dtype, subfolder=subfolder)
+    vae = load_pretrained(AutoencoderKL, model_id, alternative=VAE_ALTERNATIVE, what=what, torch_dtype=dtype,
+                          subfolder=subfolder)
     if verbose: print(f"VAE from {model_id}{'/' + subfolder if subfolder else ''} ({'folder' if local.is_dir() else 'Hub'})")
     return vae.to(get_device(device)).eval()
 
@@ -275,6 +291,7 @@ def train_vae(vae, images: torch.Tensor, preset=None, *, seed: int = 0, max_step
         latents = vae.encode(x).latent_dist.sample(generator=derived_generator(seed, 3, device=x.device))
         vae.register_to_config(scaling_factor=latent_scaling_factor(latents))
     seconds = time.perf_counter() - start
+    note_source("Fashion VAE", f"trained here ({preset_label(preset)} preset, {record['step']:,} steps)")
     return record | {"seconds": seconds, "images_per_second": record["step"] * batch_size / max(seconds, 1e-9), "preset": p}
 
 # %% ../nbs/02_latents.ipynb #d6ac5f17
@@ -290,7 +307,9 @@ def fashion_vae(images: torch.Tensor, preset=None, seed: int = 0, cache_dir=None
                 progress: bool = True) -> AutoencoderKL:
     "The Fashion VAE of `preset` trained on uint8 `images`: loaded from the cache with `load_vae`, else trained and saved."
     folder = fashion_vae_path(images, preset, seed, cache_dir)
-    if (folder / "config.json").exists(): return load_vae(folder, device)
+    if (folder / "config.json").exists():
+        note_source("Fashion VAE", f"trained earlier here, loaded from {folder.name}")
+        return load_vae(folder, device, what=None)
     vae = make_fashion_vae(preset, seed)
     train_vae(vae, images, preset, seed=seed, device=device, progress=progress)
     save_pretrained_atomic(vae, folder)  # an interrupted save never looks like a trained model

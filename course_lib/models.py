@@ -1,5 +1,5 @@
-"""Where the course's models come from: the Hub for the real thing, a local BPE file for the real tokenizer without
-a network, and tiny random models built from configs for tests and offline runs.
+"""Where the course's models come from: the Hub for the real thing, CLIP's merge list (shipped inside `course_lib`)
+for the real tokenizer without a network, and tiny random models built from configs for tests and offline runs.
 
 Docs: https://sd-course.github.io/course_lib/models.html.md"""
 
@@ -7,20 +7,20 @@ Docs: https://sd-course.github.io/course_lib/models.html.md"""
 
 # %% ../nbs/00_models.ipynb #8aa2ec38
 from __future__ import annotations
-import gzip, os, shutil, tempfile
+import gzip, importlib.resources, os, shutil, tempfile
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .core import HubUnavailableError, get_device, hub_error, load_pretrained, settings
+from .core import HubUnavailableError, get_device, hub_error, load_pretrained, note_source, settings
 
 # %% auto #0
-__all__ = ['CLIP_MAX_LENGTH', 'CLIP_MERGES', 'CLIP_VOCAB_SIZE', 'TINY_UNET', 'TINY_VAE', 'TINY_TEXT_ENCODER', 'SD15_SCHEDULER',
-           'SD_ALTERNATIVE', 'bytes_to_unicode', 'clip_vocab_and_merges', 'find_clip_bpe', 'clip_tokenizer_from_bpe',
-           'load_clip_tokenizer', 'tiny_sd_components', 'tiny_sd_pipeline', 'load_sd_pipeline', 'component_subfolder',
-           'save_pretrained_atomic']
+__all__ = ['CLIP_MAX_LENGTH', 'CLIP_MERGES', 'PACKAGED_CLIP_BPE', 'CLIP_VOCAB_SIZE', 'TINY_UNET', 'TINY_VAE', 'TINY_TEXT_ENCODER',
+           'SD15_SCHEDULER', 'SD_ALTERNATIVE', 'bytes_to_unicode', 'clip_vocab_and_merges', 'find_clip_bpe',
+           'clip_tokenizer_from_bpe', 'load_clip_tokenizer', 'tiny_sd_components', 'tiny_sd_pipeline',
+           'load_sd_pipeline', 'component_subfolder', 'save_pretrained_atomic']
 
 # %% ../nbs/00_models.ipynb #f7b0aeff
 CLIP_MAX_LENGTH = 77  # CLIP's context: 75 prompt tokens between the start and end markers
@@ -48,35 +48,39 @@ def clip_vocab_and_merges(bpe_path) -> tuple[dict[str, int], list[tuple[str, str
     return {token: i for i, token in enumerate(tokens)}, merges
 
 # %% ../nbs/00_models.ipynb #883ce5f7
+PACKAGED_CLIP_BPE = Path(str(importlib.resources.files("course_lib") / "assets" / "bpe_simple_vocab_16e6.txt.gz"))
+
 def find_clip_bpe(bpe_path=None) -> Path:
-    "`bpe_path`, else settings' `clip_bpe`, else the copy in `reference_dir`/clip when yours is absent."
-    path = settings.get_path("clip_bpe", bpe_path)
-    reference = settings.get_path("reference_dir") / "clip" / path.name
-    return reference if bpe_path is None and not path.is_file() and reference.is_file() else path
+    "`bpe_path`, else `$COURSE_CLIP_BPE` or settings' `clip_bpe` when set, else the merge list shipped in course_lib."
+    chosen = settings.get("clip_bpe", bpe_path)
+    return settings.get_path("clip_bpe", chosen) if chosen else PACKAGED_CLIP_BPE
 
 def clip_tokenizer_from_bpe(bpe_path=None) -> CLIPTokenizer:
-    "The CLIP tokenizer built from a local merge list (`find_clip_bpe`; env `COURSE_CLIP_BPE`)."
+    "The CLIP tokenizer built from a local merge list (`find_clip_bpe`: yours if given, else the packaged one)."
     path = find_clip_bpe(bpe_path)
     if not path.is_file():
-        raise FileNotFoundError(f"No CLIP merge list at {path}. Download bpe_simple_vocab_16e6.txt.gz from "
-                                "github.com/openai/CLIP (clip/), then set COURSE_CLIP_BPE or clip_bpe in settings.ini.")
+        raise FileNotFoundError(f"No CLIP merge list at {path} (from {settings.origin('clip_bpe', bpe_path)}). Point it at "
+                                "a copy of bpe_simple_vocab_16e6.txt.gz, or unset it to use the one shipped in course_lib.")
     vocab, merges = clip_vocab_and_merges(path)
+    note_source("CLIP tokenizer", "merge list shipped in course_lib" if path == PACKAGED_CLIP_BPE else f"merge list {path}")
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CLIP_MAX_LENGTH)  # the default length breaks padding
 
 # %% ../nbs/00_models.ipynb #7b9efd10
 CLIP_VOCAB_SIZE = 49408
 
 def load_clip_tokenizer(model_id=None, bpe_path=None, verbose=True) -> CLIPTokenizer:
-    "The CLIP tokenizer from `model_id` (Hub id or folder; settings: `clip_model`), else from the local BPE file."
+    "The CLIP tokenizer from `model_id` (Hub id or folder; settings: `clip_model`), else from the merge list."
     model_id = settings.get("clip_model", model_id)
     try:
-        tokenizer, source = load_pretrained(CLIPTokenizer, model_id, model_max_length=CLIP_MAX_LENGTH, alternative=""), model_id
+        tokenizer = load_pretrained(CLIPTokenizer, model_id, model_max_length=CLIP_MAX_LENGTH, alternative="")
         # a folder without CLIP's vocab files loads as a near-empty tokenizer in transformers 5, not an error
         if len(tokenizer) < CLIP_VOCAB_SIZE: raise hub_error(model_id, "")
+        source = note_source("CLIP tokenizer", f"pretrained, {model_id}")
     except HubUnavailableError as hub_err:
         try: tokenizer = clip_tokenizer_from_bpe(bpe_path)
         except FileNotFoundError as e: raise HubUnavailableError(f"{str(hub_err).splitlines()[0]}\nInstead: {e}") from None
-        source = f"the local merge list {find_clip_bpe(bpe_path)} (the same ids as {model_id})"
+        bpe = find_clip_bpe(bpe_path)
+        source = f"{'the merge list shipped in course_lib' if bpe == PACKAGED_CLIP_BPE else bpe} (the same ids as {model_id})"
     if verbose: print(f"CLIP tokenizer from {source}")
     return tokenizer
 
@@ -103,6 +107,7 @@ def tiny_sd_components(seed: int = 0, tokenizer=None) -> dict:
         unet = UNet2DConditionModel(**TINY_UNET)
         vae = AutoencoderKL(**TINY_VAE)
         text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_ENCODER))
+    note_source("SD pipeline", f"random weights (tiny_sd_components, seed {seed})")
     return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer or load_clip_tokenizer(verbose=False),
                 scheduler=PNDMScheduler(**SD15_SCHEDULER))
 
@@ -120,8 +125,8 @@ SD_ALTERNATIVE = ("for offline work use course_lib.models.tiny_sd_pipeline() (ra
 def load_sd_pipeline(model_id=None, device=None, dtype=None) -> StableDiffusionPipeline:
     "A `StableDiffusionPipeline` from `model_id` (Hub id or folder; settings: `sd_model`) on `device`, in `dtype`."
     model_id = settings.get("sd_model", model_id)
-    pipe = load_pretrained(StableDiffusionPipeline, model_id, alternative=SD_ALTERNATIVE, torch_dtype=dtype,
-                           safety_checker=None, requires_safety_checker=False)
+    pipe = load_pretrained(StableDiffusionPipeline, model_id, alternative=SD_ALTERNATIVE, what="SD pipeline",
+                           torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
     return pipe.to(get_device(device))
 
 # %% ../nbs/00_models.ipynb #a5052626

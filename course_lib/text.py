@@ -16,7 +16,7 @@ import transformers
 from transformers import CLIPTextConfig, CLIPTextModel
 from tqdm.auto import tqdm
 
-from .core import get_device, load_pretrained, settings
+from .core import get_device, load_pretrained, note_source, settings
 from .data import FASHION_CLASSES
 from .models import TINY_TEXT_ENCODER, component_subfolder, load_clip_tokenizer, save_pretrained_atomic
 
@@ -116,13 +116,14 @@ TEXT_ENCODER_ALTERNATIVE = ("for offline work use course_lib.text.tiny_text_enco
                             "caption_encoder() (trained on this machine), or point COURSE_CLIP_MODEL / clip_model in "
                             "settings.ini at a folder saved with save_pretrained.")
 
-def load_text_encoder(model_id=None, device=None, dtype=None, subfolder=None, verbose: bool = True) -> CLIPTextModel:
+def load_text_encoder(model_id=None, device=None, dtype=None, subfolder=None, verbose: bool = True,
+                      what: str | None = "text encoder") -> CLIPTextModel:
     "The `CLIPTextModel` (eval mode) from `model_id` (Hub id or folder; settings: `clip_model`) on `device` in `dtype`."
     model_id = str(settings.get("clip_model", model_id))
     subfolder = component_subfolder(model_id, "text_encoder", subfolder)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # a full CLIP checkpoint's image tower is an expected leftover
-    try: model, info = load_pretrained(CLIPTextModel, model_id, alternative=TEXT_ENCODER_ALTERNATIVE, dtype=dtype,
+    try: model, info = load_pretrained(CLIPTextModel, model_id, alternative=TEXT_ENCODER_ALTERNATIVE, what=what, dtype=dtype,
                                        output_loading_info=True, **({"subfolder": subfolder} if subfolder else {}))
     finally: transformers.logging.set_verbosity(verbosity)
     if info["missing_keys"]:
@@ -139,7 +140,9 @@ def tiny_text_encoder(seed: int = 0, **overrides) -> CLIPTextModel:
     "A small random `CLIPTextModel` (width 32, 2 layers) for the real CLIP tokenizer; the same for the same `seed`."
     with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
         torch.manual_seed(seed)
-        return CLIPTextModel(CLIPTextConfig(**(TINY_TEXT_ENCODER | overrides))).eval()
+        model = CLIPTextModel(CLIPTextConfig(**(TINY_TEXT_ENCODER | overrides))).eval()
+    note_source("text encoder", f"random weights (tiny_text_encoder, seed {seed})")
+    return model
 
 # %% ../nbs/03_text.ipynb #75f9b2f9
 def plot_hidden_states(tokenizer, ids: torch.Tensor, hidden: torch.Tensor, positions: int = 10, dims: int = 32):
@@ -256,6 +259,7 @@ def train_caption_encoder(tokenizer, text_encoder, steps: int = 400, batch_size:
         loss.backward(); optimizer.step(); optimizer.zero_grad(); schedule.step()
         record["losses"].append(loss.item())
     text_encoder.eval()
+    note_source("caption encoder", f"trained here ({steps} steps)")
     return record | {"seconds": time.perf_counter() - start}
 
 # %% ../nbs/03_text.ipynb #6d414c4b
@@ -270,7 +274,9 @@ def caption_encoder(tokenizer=None, steps: int = 400, seed: int = 0, cache_dir=N
                     progress: bool = True) -> CLIPTextModel:
     "The small text encoder trained on Fashion captions: loaded from the cache, else trained (under a minute) and saved."
     tokenizer, folder = tokenizer or load_clip_tokenizer(verbose=False), caption_encoder_path(steps, seed, cache_dir)
-    if (folder / "config.json").exists(): return load_text_encoder(folder, device, verbose=progress)
+    if (folder / "config.json").exists():
+        note_source("caption encoder", f"trained earlier here, loaded from {folder.name}")
+        return load_text_encoder(folder, device, verbose=progress, what=None)
     model = tiny_text_encoder(seed, **CAPTION_ENCODER).to(get_device(device))
     record = train_caption_encoder(tokenizer, model, steps, seed=seed, progress=progress)
     if progress: print(f"trained in {record['seconds']:.0f} s, final loss {record['losses'][-1]:.3f}; saved to {folder}")

@@ -11,7 +11,6 @@ import html, io, random, time, warnings
 
 import ipywidgets as widgets
 from fastcore.basics import patch
-from IPython.display import display
 from PIL import Image
 
 from .core import show_images
@@ -75,7 +74,11 @@ class GuidanceExplorer:
         self.connect()
         if draw: self.draw()
 
-    def _ipython_display_(self): display(self.panel)  # IPython's display hook: show the panel
+    def _repr_mimebundle_(self, **kwargs):  # IPython's display protocol, answered as ipywidgets' own widgets answer it
+        "The live panel where a front end renders widgets; one line of text where none can (a terminal, a headless run)."
+        view = {"version_major": 2, "version_minor": 0, "model_id": self.panel.model_id}  # ipywidgets 8's view spec
+        text = f"GuidanceExplorer ({self.caption or 'no image yet'}): a live panel in JupyterLab or Colab; .snapshot() draws it"
+        return {"application/vnd.jupyter.widget-view+json": view, "text/plain": text}
 
 # %% ../nbs/04b_widgets.ipynb #2734ecb5
 @patch
@@ -180,9 +183,9 @@ def guidance_explorer(pipe_or_components, prompt: str = "a photograph of an astr
 
 # %% ../nbs/04b_widgets.ipynb #9c4bd029
 @patch
-def snapshot(self: GuidanceExplorer):
-    "The current image and the history row as one matplotlib figure, for places without live widgets."
+def snapshot(self: GuidanceExplorer, title: str | None = None):
+    "The current image and the history row as one matplotlib figure titled `title`, for places without live widgets."
     shown = [(self.image.value, f"now: {self.caption}")] + self.history
     images = [Image.open(io.BytesIO(png)).convert("RGB") for png, _ in shown]
     return show_images(images, titles=[caption.replace(" · ", "\n") for _, caption in shown], ncols=len(images),
-                       figsize=(2.4 * len(images), 3.0))
+                       figsize=(2.4 * len(images), 3.3 if title else 3.0), title=title)

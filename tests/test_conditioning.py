@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 from course_lib.conditioning import (NULL_CLASS, diffusion_loss, fashion_batches, generate_from_class, load_class_unet,
                                      make_class_unet, make_sampler, pick_preset, read_checkpoint, save_checkpoint,
                                      seed_transform, step_kwargs, train_class_conditioned)
+from course_lib.core import SOURCES_USED
 from course_lib.data import draw_fashion, fashion_dataset
 
 
@@ -93,8 +94,11 @@ def test_resumed_training_equals_an_uninterrupted_run(fashion, trained_smoke, tm
     resumed = train_class_conditioned(fresh, *fashion, "smoke", checkpoint=checkpoint, progress=False, device="cpu")
     assert resumed["losses"] == record["losses"]
     for name, weight in model.state_dict().items(): assert torch.equal(fresh.state_dict()[name], weight), name
-    again = train_class_conditioned(fresh, *fashion, "smoke", checkpoint=checkpoint, progress=False, device="cpu")
+    again = train_class_conditioned(fresh, *fashion, "smoke", checkpoint=checkpoint, progress=False, device="cpu",
+                                    what="test UNet")
     assert again["step"] == 8 and again["losses"] == record["losses"]  # a finished run does nothing more
+    assert ("class UNet", "trained here (smoke preset, 8 steps)") in SOURCES_USED  # what the summary of a run lists
+    assert ("test UNet", "trained earlier here (smoke preset), loaded from run.safetensors") in SOURCES_USED
     with pytest.raises(ValueError, match="`checkpoint` .* was written by another run"):
         train_class_conditioned(make_class_unet("smoke"), *fashion, "smoke", checkpoint=checkpoint, batch_size=32, progress=False)
 

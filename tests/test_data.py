@@ -9,7 +9,8 @@ import torch
 
 from course_lib.data import (FASHION_CLASSES, IDX_STEMS, draw_fashion, fashion_tensors, load_fashion_mnist,
                              load_hub_fashion, load_local_fashion, load_offline_fashion, read_idx)
-from conftest import reference_file
+from conftest import fashion_label_file
+from course_lib.core import SOURCES_USED
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -19,7 +20,7 @@ def idx_bytes(array: np.ndarray) -> bytes:
 # --- IDX ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, count", [("train-labels-idx1-ubyte.gz", 60000), ("t10k-labels-idx1-ubyte.gz", 10000)])
 def test_read_idx_real_label_files(name, count):
-    labels = read_idx(reference_file("fashion-mnist", name))  # checks the official md5 too
+    labels = read_idx(fashion_label_file(name))  # checks the official md5 too
     assert labels.shape == (count,) and labels.dtype == np.uint8
     assert np.bincount(labels).tolist() == [count // 10] * 10  # Fashion-MNIST is balanced
 
@@ -44,7 +45,7 @@ def test_read_idx_rejects_broken_files(tmp_path, mangle, message):
 
 
 def test_read_idx_truncated_gzip_and_wrong_md5(tmp_path):
-    real = reference_file("fashion-mnist", "t10k-labels-idx1-ubyte.gz").read_bytes()
+    real = fashion_label_file("t10k-labels-idx1-ubyte.gz").read_bytes()
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(real[: len(real) // 2])
     with pytest.raises(ValueError, match="corrupt or truncated gzip"): read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz")
     tampered = gzip.decompress(real); tampered = tampered[:-1] + bytes([(tampered[-1] + 1) % 10])
@@ -120,13 +121,17 @@ def test_auto_never_falls_back_to_offline_silently(offline_hub, tmp_path, monkey
     assert "local IDX files" in load_fashion_mnist("train", source="auto", data_dir=tmp_path).info.description
 
 
-def test_sources_are_announced(tmp_path, capsys):
+def test_sources_are_announced_and_recorded(tmp_path, capsys):
     write_local_split(tmp_path, "test")
+    already = len(SOURCES_USED)
     load_fashion_mnist("test", source="local", data_dir=tmp_path)
     load_fashion_mnist("test", source="offline", seed=0)
     out = capsys.readouterr().out
     assert "Fashion-MNIST test (6 images) from local IDX files" in out
     assert "from offline: the course's procedural Fashion-like set" in out
+    assert {("Fashion data", "the real Fashion-MNIST's IDX files"),
+            ("Fashion data", "the offline set drawn here, not the real Fashion-MNIST")} <= set(SOURCES_USED)
+    del SOURCES_USED[already:]  # this test's records are not the session's
 
 
 def test_bad_arguments_name_the_argument():

@@ -1,11 +1,21 @@
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
 import time
+import zipfile
 
 import pytest
 import torch
 
-from course_lib.core import HubUnavailableError
-from course_lib.models import (CLIP_MERGES, clip_tokenizer_from_bpe, clip_vocab_and_merges, load_clip_tokenizer,
-                               load_sd_pipeline, tiny_sd_components, tiny_sd_pipeline)
+from course_lib.core import DEFAULT_SETTINGS, SOURCES_USED, HubUnavailableError
+from course_lib.models import (CLIP_MERGES, PACKAGED_CLIP_BPE, clip_tokenizer_from_bpe, clip_vocab_and_merges,
+                               find_clip_bpe, load_clip_tokenizer, load_sd_pipeline, tiny_sd_components,
+                               tiny_sd_pipeline)
+from conftest import ROOT
+
+CLIP_BPE_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"  # openai/CLIP's file
 
 
 @pytest.fixture(scope="module")
@@ -28,21 +38,69 @@ def test_vocab_layout(bpe_path):
 
 
 def test_bad_bpe_files_are_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="COURSE_CLIP_BPE"): clip_tokenizer_from_bpe(tmp_path / "none.txt.gz")
+    with pytest.raises(FileNotFoundError, match="No CLIP merge list at .*none.txt.gz \\(from argument\\)"):
+        clip_tokenizer_from_bpe(tmp_path / "none.txt.gz")
     (tmp_path / "plain.txt.gz").write_text("not gzip")
     with pytest.raises(ValueError, match="`bpe_path`=.*not a readable gzip"): clip_tokenizer_from_bpe(tmp_path / "plain.txt.gz")
     import gzip; (tmp_path / "short.txt.gz").write_bytes(gzip.compress(b"header\na b\n"))
     with pytest.raises(ValueError, match="not CLIP's merge list"): clip_tokenizer_from_bpe(tmp_path / "short.txt.gz")
 
 
-def test_load_clip_tokenizer_offline_uses_the_local_bpe(offline_hub, bpe_path, capsys):
+def test_load_clip_tokenizer_offline_uses_the_packaged_bpe(offline_hub, monkeypatch, capsys):
+    monkeypatch.delenv("COURSE_CLIP_BPE", raising=False)
     start = time.perf_counter()
-    tok = load_clip_tokenizer(model_id="openai/clip-vit-large-patch14", bpe_path=bpe_path)
+    tok = load_clip_tokenizer(model_id="openai/clip-vit-large-patch14")
     assert time.perf_counter() - start < 3
     assert tok.model_max_length == 77 and len(tok) == 49408
-    assert "local merge list" in capsys.readouterr().out
-    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE=1(?s:.*)COURSE_CLIP_BPE"):
+    assert "CLIP tokenizer from the merge list shipped in course_lib" in capsys.readouterr().out
+    assert ("CLIP tokenizer", "merge list shipped in course_lib") in SOURCES_USED
+    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE=1(?s:.*)No CLIP merge list at /nonexistent"):
         load_clip_tokenizer(model_id="openai/clip-vit-large-patch14", bpe_path="/nonexistent/bpe.txt.gz")
+
+
+# --- the merge list shipped inside the package -------------------------------------------------------------------------
+def test_packaged_merge_list_is_clips_own_file_with_its_notice():
+    assert hashlib.sha256(PACKAGED_CLIP_BPE.read_bytes()).hexdigest() == CLIP_BPE_SHA256
+    notice = (PACKAGED_CLIP_BPE.parent / "NOTICE-CLIP.md").read_text()
+    assert "github.com/openai/CLIP" in notice and "MIT License" in notice and "Copyright (c) 2021 OpenAI" in notice
+    assert CLIP_BPE_SHA256 in notice
+    assert DEFAULT_SETTINGS["data"]["clip_bpe"] == ""  # no setting: the packaged copy
+
+
+def test_tokenizer_from_the_packaged_file_with_no_settings_and_no_environment(tmp_path):
+    "A fresh process in an empty folder, with no COURSE_*/HF_* variables: the tokenizer needs nothing set up."
+    script = ("from course_lib.core import settings\n"
+              "from course_lib.models import clip_tokenizer_from_bpe, find_clip_bpe, PACKAGED_CLIP_BPE\n"
+              "assert settings.get('clip_bpe') == '' and find_clip_bpe() == PACKAGED_CLIP_BPE\n"
+              "print(clip_tokenizer_from_bpe()('A photograph of a puppy').input_ids)")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[49406, 320, 8853, 539, 320, 6829, 49407]"
+
+
+def test_your_own_merge_list_wins_over_the_packaged_one(tmp_path, monkeypatch):
+    mine = tmp_path / "mine.txt.gz"; mine.write_bytes(PACKAGED_CLIP_BPE.read_bytes())
+    monkeypatch.setenv("COURSE_CLIP_BPE", str(mine))
+    assert find_clip_bpe() == mine and find_clip_bpe(PACKAGED_CLIP_BPE) == PACKAGED_CLIP_BPE  # an argument beats both
+    assert clip_tokenizer_from_bpe()("a puppy").input_ids == [49406, 320, 6829, 49407]
+    assert ("CLIP tokenizer", f"merge list {mine}") in SOURCES_USED
+    monkeypatch.setenv("COURSE_CLIP_BPE", str(tmp_path / "gone.txt.gz"))  # a path you name must exist: no fall-back
+    with pytest.raises(FileNotFoundError, match="gone.txt.gz \\(from environment variable COURSE_CLIP_BPE\\)"):
+        clip_tokenizer_from_bpe()
+
+
+def test_the_wheel_carries_the_merge_list_and_its_notice(tmp_path):
+    source = tmp_path / "src"  # a copy, so the build leaves nothing behind in the checkout
+    shutil.copytree(ROOT / "course_lib", source / "course_lib", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"): shutil.copy(ROOT / name, source / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    [wheel] = tmp_path.glob("course_lib-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"course_lib/assets/bpe_simple_vocab_16e6.txt.gz", "course_lib/assets/NOTICE-CLIP.md"} <= set(names)
+    assert zipfile.ZipFile(wheel).read("course_lib/assets/bpe_simple_vocab_16e6.txt.gz") == PACKAGED_CLIP_BPE.read_bytes()
 
 
 def test_tiny_components_are_seeded_and_leave_global_rng_alone(tokenizer):

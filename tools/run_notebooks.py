@@ -2,14 +2,19 @@
 
     python tools/run_notebooks.py [--out output] [notebooks ...]
 
-Writes each executed notebook to <out>/notebooks/ and every figure it draws to <out>/figures/<notebook>-<n>.png.
-Cells flagged `#| slow` or `#| gpu` are skipped, as in `nbdev-test`; set COURSE_RUN_FLAGS="slow" to run them.
+Runs every notebook, even after one fails. Writes each executed notebook to <out>/notebooks/ (a failed one with its
+error cell), every figure it draws to <out>/figures/<notebook>-<n>.png, and a summary table (result, seconds,
+figures, and the data and models each notebook used) to the terminal and to <out>/summary.md. Exits with 1 if any
+notebook failed. Cells flagged `#| slow` or `#| gpu` are skipped, as in `nbdev-test`; set COURSE_RUN_FLAGS="slow"
+to run them.
 """
 import argparse, base64, os, sys, time
 from pathlib import Path
 
 from fastcore.nbio import read_nb, write_nb
 from execnb.shell import CaptureShell
+
+from course_lib.core import SOURCES_USED
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_FLAGS = {"notest", "slow", "gpu"} - set(os.environ.get("COURSE_RUN_FLAGS", "").split())
@@ -21,23 +26,41 @@ def skipped(cell) -> bool:
     return any(flag in SKIP_FLAGS for line in first_lines for flag in line[2:].split())
 
 
-def run_notebook(path: Path, out: Path) -> int:
-    "Execute `path` in its own folder, write it to `out`/notebooks and its figures to `out`/figures; return the figure count."
+def save_figures(nb, stem: str, folder: Path) -> int:
+    "Write every PNG output of `nb` to `folder`/`stem`-NN.png (after removing an earlier run's); return how many."
+    for old in folder.glob(f"{stem}-[0-9][0-9].png"): old.unlink()
+    pngs = [o["data"]["image/png"] for cell in nb.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+    for i, png in enumerate(pngs, 1): (folder / f"{stem}-{i:02d}.png").write_bytes(base64.b64decode(png))
+    return len(pngs)
+
+
+def run_notebook(path: Path, out: Path) -> dict:
+    "Execute `path` in its own folder; save it and its figures under `out` whatever happens; return its summary row."
     nb = read_nb(path)
     for cell in nb.cells:
         if cell.cell_type == "code" and skipped(cell): cell.source = "# (skipped by tools/run_notebooks.py)\n" + cell.source
-    shell = CaptureShell(path=path.parent)
-    cwd = os.getcwd(); os.chdir(path.parent)
+    SOURCES_USED.clear()  # each notebook's own sources (course_lib runs in this process)
+    shell, cwd, error, start = CaptureShell(path=path.parent), os.getcwd(), None, time.perf_counter()
+    os.chdir(path.parent)
     try: shell.run_all(nb, exc_stop=True, preproc=lambda c: c.cell_type == "code" and "(skipped by" in c.source)
+    except Exception as e: error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     finally: os.chdir(cwd)
+    seconds = time.perf_counter() - start
     write_nb(nb, out / "notebooks" / path.name)
-    count = 0
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            if png := output.get("data", {}).get("image/png"):
-                count += 1
-                (out / "figures" / f"{path.stem}-{count:02d}.png").write_bytes(base64.b64decode(png))
-    return count
+    return dict(notebook=path.stem, result="ok" if error is None else "FAILED", seconds=seconds,
+                figures=save_figures(nb, path.stem, out / "figures"), error=error, sources=list(SOURCES_USED))
+
+
+def summary_table(rows) -> str:
+    "The rows as a markdown table, readable in a terminal too."
+    lines = ["| notebook | result | seconds | figures | sources used |", "|---|---|---:|---:|---|"]
+    for r in rows:
+        by_what = {}
+        for what, source in r["sources"]: by_what.setdefault(what, []).append(source)
+        sources = "; ".join(f"{what}: {' + '.join(found)}" for what, found in by_what.items()) or "none"
+        result = r["result"] + (f" ({r['error']})" if r["error"] else "")
+        lines.append(f"| {r['notebook']} | {result} | {r['seconds']:.1f} | {r['figures']} | {sources} |")
+    return "\n".join(lines)
 
 
 def main():
@@ -48,11 +71,21 @@ def main():
     out = Path(args.out).resolve()
     for sub in ("notebooks", "figures"): (out / sub).mkdir(parents=True, exist_ok=True)
     paths = [Path(p).resolve() for p in args.notebooks] or sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
+    print(f"Running {len(paths)} notebooks headless (data source: {os.environ.get('COURSE_DATA_SOURCE') or 'settings.ini'}; "
+          f"skipping cells flagged {', '.join(sorted(SKIP_FLAGS))})", flush=True)
+    rows = []
     for path in paths:
-        start = time.perf_counter()
-        figures = run_notebook(path, out)
-        print(f"{path.name}: ran in {time.perf_counter() - start:.1f} s, {figures} figures", flush=True)
-    print(f"Executed notebooks: {out / 'notebooks'}\nFigures: {out / 'figures'}")
+        rows.append(row := run_notebook(path, out))
+        print(f"{path.name}: {row['result']} in {row['seconds']:.1f} s, {row['figures']} figures"
+              + (f" -- {row['error']}" if row["error"] else ""), flush=True)
+    failed = [r["notebook"] for r in rows if r["error"]]
+    table = summary_table(rows)
+    total = f"{len(rows) - len(failed)} of {len(rows)} notebooks ran in {sum(r['seconds'] for r in rows):.0f} s" + (
+        f"; failed: {', '.join(failed)} (see their error cells in {out / 'notebooks'})" if failed else ".")
+    (out / "summary.md").write_text(f"# make demo\n\n{table}\n\n{total}\n", encoding="utf-8")
+    print(f"\n{table}\n\n{total}\nExecuted notebooks: {out / 'notebooks'}\nFigures: {out / 'figures'}\n"
+          f"This table: {out / 'summary.md'}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
