@@ -76,7 +76,7 @@ def main():
     rows = []
     for path in paths:
         rows.append(row := run_notebook(path, out))
-        print(f"{path.name}: {row['result']} in {row['seconds']:.1f} s, {row['figures']} figures"
+        print(f"{path.name}: {row['result']} in {row['seconds']:.1f} s, {row['figures']} figure{'' if row['figures'] == 1 else 's'}"
               + (f" -- {row['error']}" if row["error"] else ""), flush=True)
     failed = [r["notebook"] for r in rows if r["error"]]
     table = summary_table(rows)
