@@ -15,13 +15,14 @@ import argparse, sys, time
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler
 
 from course_lib.conditioning import (N_CLASSES, checkpoint_path, generate_from_class, guidance_grid, make_class_unet,
-                                     make_sampler, train_class_conditioned)
+                                     train_class_conditioned)
 from course_lib.core import get_device, settings
 from course_lib.data import fashion_tensors, load_fashion_mnist
-from course_lib.evaluation import class_accuracy, fashion_classifier, guidance_sweep, plot_guidance_sweep, unit_images
+from course_lib.evaluation import class_accuracy, fashion_classifier, guidance_sweep, plot_guidance_sweep
+from course_lib.models import make_scheduler
+from course_lib.training import unit_images
 
 
 def main():
@@ -49,24 +50,24 @@ def main():
     print(f"judge: {class_accuracy(judge, reference, test_labels):.2%} on {len(test_images):,} test images "
           f"({time.perf_counter() - start:.0f} s to train or load)", flush=True)
 
-    table = guidance_sweep(model, make_sampler("ddim"), judge, reference, scales=(0, 1, 2, 3, 5, 7.5),
+    table = guidance_sweep(model, make_scheduler("ddim"), judge, reference, scales=(0, 1, 2, 3, 5, 7.5),
                            n_per_class=args.n_per_class, num_inference_steps=args.steps, mixed_precision=precision)
     print(f"\nDDIM {args.steps} steps, {precision}, {args.n_per_class} samples per class, FID against {len(reference):,} test images")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
     plot_guidance_sweep(table).savefig(out / "bench-guidance-sweep.png", dpi=120, bbox_inches="tight")
 
     labels = torch.arange(N_CLASSES).repeat_interleave(args.n_per_class)
-    variants = {"DDIM 50, default step (use_clipped_model_output=False)": (make_sampler("ddim"), 50, dict(use_clipped_model_output=False)),
-                "DDIM 50, use_clipped_model_output=True": (make_sampler("ddim"), 50, {}),
-                "DDIM 50, clip_sample=False": (DDIMScheduler.from_config(make_sampler("ddim").config, clip_sample=False), 50, {}),
-                "DPM-Solver++ 20": (make_sampler("dpm++"), 20, {})}
+    variants = {"DDIM 50, default step (use_clipped_model_output=False)": (make_scheduler("ddim"), 50, dict(use_clipped_model_output=False)),
+                "DDIM 50, use_clipped_model_output=True": (make_scheduler("ddim"), 50, {}),
+                "DDIM 50, clip_sample=False": (make_scheduler("ddim", clip_sample=False), 50, {}),
+                "DPM-Solver++ 20": (make_scheduler("dpm++"), 20, {})}
     print("\nguidance 3, class accuracy:")
     for name, (scheduler, steps, extra) in variants.items():
         samples = generate_from_class(model, scheduler, list(range(N_CLASSES)), args.n_per_class, guidance_scale=3,
                                       num_inference_steps=steps, generator=torch.Generator(device).manual_seed(0),
                                       mixed_precision=precision, progress=False, **extra)
         print(f"  {name:55s} {class_accuracy(judge, samples, labels):.1%}", flush=True)
-    guidance_grid(model, make_sampler("ddim"), mixed_precision=precision).savefig(out / "bench-guidance-grid.png", dpi=120, bbox_inches="tight")
+    guidance_grid(model, make_scheduler("ddim"), mixed_precision=precision).savefig(out / "bench-guidance-grid.png", dpi=120, bbox_inches="tight")
     print(f"\nfigures: {out / 'bench-guidance-sweep.png'}, {out / 'bench-guidance-grid.png'}")
 
 

@@ -1,34 +1,34 @@
-"""Training throughput of chapter 1's class-conditioned UNet: the course's loop against the seed's.
+"""Training throughput of chapter 1's class-conditioned UNet: the course's loop against the original chapter's.
 
     python bench/class_training.py [--preset cpu] [--steps 8] [--rounds 3] [--device cpu]
 
 Same model (the preset's UNet, same initial weights), same machine, one process, alternating rounds so that a
 busy neighbour slows all alike:
 
-- seed, batch 256:  the seed's loop as written: a DataLoader over the `datasets.Dataset` with the seed's per-image
+- original, batch 256: the original chapter's loop as written: a DataLoader over the `datasets.Dataset` with its per-image
                     PIL transform, batch 256, fp32
-- seed, batch B:    the same loop at the preset's batch size B
+- original, batch B: the same loop at the preset's batch size B
 - course, fp32:     `train_class_conditioned` at batch B: the whole uint8 set on the device, batched
                     flip/pad/normalize, accelerate
 - course:           the same with the preset's mixed precision (bf16 autocast for `cpu` and `gpu`)
 
-Prints images/s per round and each median's ratio to the seed's loop as written. Data: the `data_source` setting.
+Prints images/s per round and each median's ratio to the original chapter's loop as written. Data: the `data_source` setting.
 """
 import argparse, copy, statistics, sys, time
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 
-from course_lib.conditioning import make_class_unet, seed_style_loader, train_class_conditioned
+from course_lib.conditioning import make_class_unet, original_loader, train_class_conditioned
+from course_lib.models import make_scheduler
 from course_lib.core import get_device, settings
 from course_lib.data import fashion_tensors, load_fashion_mnist
 
 
-def seed_loop(model, loader, steps, device) -> float:
-    "Images per second of `steps` steps of the seed's training loop (with `loss.backward()`, not `backward(loss)`)."
+def original_loop(model, loader, steps, device) -> float:
+    "Images per second of `steps` steps of the original chapter's training loop (with `loss.backward()`, not `backward(loss)`)."
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, eps=1e-5)
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02)
+    scheduler = make_scheduler("ddpm")
     batches, seen, start = iter(loader), 0, time.perf_counter()
     for _ in range(steps):
         images, labels = next(batches)
@@ -53,7 +53,7 @@ def course_loop(model, images, labels, preset, steps, device, mixed_precision) -
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--steps", type=int, default=8, help="course steps per round (the seed's batch-256 loop runs fewer, same images)")
+    parser.add_argument("--steps", type=int, default=8, help="course steps per round (the original batch-256 loop runs fewer, same images)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -62,12 +62,12 @@ def main():
     ds = load_fashion_mnist("train")
     images, labels = fashion_tensors(ds, device)
     batch = preset["batch_size"]
-    seed_steps = max(1, args.steps * batch // 256)
+    original_steps = max(1, args.steps * batch // 256)
     base = make_class_unet(args.preset, num_class_embeds=11)
     print(f"preset {args.preset}: {sum(p.numel() for p in base.parameters()) / 1e6:.2f} M parameters, batch {batch}, "
           f"{args.steps * batch} images per round, device {device}, {torch.get_num_threads()} threads")
-    runs = {"seed, batch 256": lambda m: seed_loop(m, seed_style_loader(ds, batch_size=256), seed_steps, device),
-            f"seed, batch {batch}": lambda m: seed_loop(m, seed_style_loader(ds, batch_size=batch), args.steps, device),
+    runs = {"original, batch 256": lambda m: original_loop(m, original_loader(ds, batch_size=256), original_steps, device),
+            f"original, batch {batch}": lambda m: original_loop(m, original_loader(ds, batch_size=batch), args.steps, device),
             "course, fp32": lambda m: course_loop(m, images, labels, args.preset, args.steps, device, "no"),
             f"course, {preset['mixed_precision'] or 'no'}": lambda m: course_loop(m, images, labels, args.preset, args.steps, device, None)}
     for run in runs.values(): run(copy.deepcopy(base).to(device).train())  # warm-up: allocator, kernels, file cache
@@ -76,9 +76,9 @@ def main():
         for name, run in runs.items():
             speeds[name].append(run(copy.deepcopy(base).to(device).train()))
         print(f"round {r + 1}: " + ", ".join(f"{n} {s[-1]:.0f} img/s" for n, s in speeds.items()), flush=True)
-    seed = statistics.median(speeds["seed, batch 256"])
+    baseline = statistics.median(speeds["original, batch 256"])
     for name, values in speeds.items():
-        print(f"{name:16s} median {statistics.median(values):7.1f} img/s   ratio to the seed's loop {statistics.median(values) / seed:.2f}x")
+        print(f"{name:20s} median {statistics.median(values):7.1f} img/s   ratio to the original loop {statistics.median(values) / baseline:.2f}x")
 
 
 if __name__ == "__main__":

@@ -6,22 +6,53 @@
    its PSNR on the 10,000 held-out test images (4x8x8 latents) and its scaling factor next to SD's 0.18215;
 2. times, alternately and side by side, a training step (batch 64, bf16) and the sampling of 10 images (DDIM 50,
    guidance 3, VAE decoding included) for chapter 1's pixel UNet and the same architecture on latents, and prints
-   the speed-up (`course_lib.latents.latent_speedup`);
+   the speed-up (`latent_speedup` below);
 3. trains the latent UNet (or loads its checkpoint) and chapter 1's pixel UNet (or loads it), then compares
    class accuracy and FID of `n_per_class` samples per class from each, and of as many VAE reconstructions of test images.
 """
-import argparse, sys, time
+import argparse, copy, sys, time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
-from course_lib.conditioning import (N_CLASSES, checkpoint_path, generate_from_class, make_class_unet, make_sampler,
+from course_lib.conditioning import (N_CLASSES, checkpoint_path, diffusion_loss, generate_from_class, make_class_unet,
                                      train_class_conditioned)
 from course_lib.core import get_device, settings, show_images
 from course_lib.data import fashion_tensors, load_fashion_mnist
-from course_lib.evaluation import class_accuracy, fashion_classifier, fid, unit_images
+from course_lib.evaluation import class_accuracy, fashion_classifier, fid
 from course_lib.latents import (decode, encode_fashion, fashion_vae, fashion_vae_path, generate_latent_class,
-                                latent_speedup, make_latent_unet, reconstruction_psnr)
+                                make_latent_unet, reconstruction_psnr)
+from course_lib.models import make_scheduler
+from course_lib.training import unit_images
+from timing import side_by_side_seconds
+
+
+def latent_speedup(pixel_model, latent_model, vae, batch_size: int = 64, repeats: int = 3, n_images: int = 10,
+                   num_inference_steps: int = 50, guidance_scale: float = 3.0, mixed_precision: str = "bf16") -> pd.DataFrame:
+    "Seconds per training step and per sampled image in pixel and latent space, measured alternately on this machine."
+    noise_scheduler = make_scheduler("ddpm")
+    def train_step(model):
+        model = copy.deepcopy(model).train(); optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        dev, c = model.device, model.config
+        x = torch.randn(batch_size, c.in_channels, c.sample_size, c.sample_size, device=dev)
+        labels = torch.arange(batch_size, device=dev) % N_CLASSES
+        def step():
+            diffusion_loss(model, noise_scheduler, x, labels, 0.1, bf16=mixed_precision == "bf16").backward()
+            optimizer.step(); optimizer.zero_grad()
+        return step
+    options = dict(guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, progress=False,
+                   mixed_precision=mixed_precision)
+    sample = lambda generate, *args: lambda: generate(*args, list(range(n_images)), 1, **options,
+                                                       generator=torch.Generator(vae.device).manual_seed(0))
+    pixel_steps, latent_steps = train_step(pixel_model), train_step(latent_model)
+    pixel_sampling = sample(generate_from_class, pixel_model, make_scheduler("ddim"))
+    latent_sampling = sample(generate_latent_class, latent_model, vae, make_scheduler("ddim", clip_sample=False))
+    per_image = [s / n_images for s in side_by_side_seconds(pixel_sampling, latent_sampling, repeats=repeats)]
+    rows = [(f"training step (batch {batch_size})", *side_by_side_seconds(pixel_steps, latent_steps, repeats=repeats)),
+            (f"sampling, per image ({num_inference_steps} DDIM steps, guidance {guidance_scale}, decoding included)", *per_image)]
+    table = pd.DataFrame(rows, columns=["measure", "pixel s", "latent s"])
+    return table.assign(**{"speed-up": table["pixel s"] / table["latent s"], "device": str(vae.device)})
 
 
 def main():
@@ -64,9 +95,9 @@ def main():
     judge, reference = fashion_classifier(train_images, train_labels, device=device), unit_images(test_images)
     labels, options = torch.arange(N_CLASSES).repeat_interleave(args.n_per_class), dict(
         guidance_scale=3, num_inference_steps=50, mixed_precision="bf16", progress=False)
-    pixel = generate_from_class(pixel_model, make_sampler("ddim"), list(range(N_CLASSES)), args.n_per_class,
+    pixel = generate_from_class(pixel_model, make_scheduler("ddim"), list(range(N_CLASSES)), args.n_per_class,
                                 generator=torch.Generator(device).manual_seed(0), **options)
-    latent = generate_latent_class(latent_model, vae, make_sampler("ddim", clip_sample=False), list(range(N_CLASSES)),
+    latent = generate_latent_class(latent_model, vae, make_scheduler("ddim", clip_sample=False), list(range(N_CLASSES)),
                                    args.n_per_class, generator=torch.Generator(device).manual_seed(0), **options)
     reconstructed = decode(vae, encode_fashion(vae, test_images[:len(labels)], progress=False))
     print(f"\nguidance 3, DDIM 50, {len(labels)} samples; FID on the judge's features against {len(reference):,} test images")

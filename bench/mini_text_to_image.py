@@ -14,14 +14,14 @@ import argparse, time
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
 from course_lib.conditioning import train_class_conditioned
 from course_lib.core import show_images
 from course_lib.data import fashion_tensors, load_fashion_mnist
 from course_lib.evaluation import class_accuracy, fashion_classifier
 from course_lib.latents import encode_fashion, fashion_vae
-from course_lib.models import load_clip_tokenizer
+from course_lib.models import load_clip_tokenizer, make_scheduler
 from course_lib.sampling import generate
 from course_lib.text import CLASS_PROMPTS, caption_encoder, fashion_captions, text_states
 
@@ -67,8 +67,7 @@ def main():
                                      device="cpu", progress=False)
     print(f"trained {record['step']} steps (batch 64) in {record['seconds']:.0f} s, {record['images_per_second']:.0f} "
           f"images/s, mean loss of the last 100 steps {sum(record['losses'][-100:]) / 100:.3f}")
-    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    scheduler = make_scheduler("ddim", clip_sample=False, set_alpha_to_one=False, steps_offset=1)  # the Fashion schedule
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet.eval(),
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)

@@ -57,7 +57,7 @@ def sd15_parts(device, dtype):
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=512,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
     parts = dict(unet=UNet2DConditionModel(**unet_config("sd1")), vae=vae,
-                 text_encoder=CLIPTextModel(text_encoder_config("sd1")), scheduler=PNDMScheduler(**SD15_SCHEDULER))
+                 text_encoder=CLIPTextModel(text_encoder_config("sd1")), scheduler=PNDMScheduler.from_config(SD15_SCHEDULER))
     for name in ("unet", "vae", "text_encoder"): parts[name] = parts[name].to(device, dtype).eval()
     ids = torch.randint(0, 49407, (2, 77), device=device)
     with torch.no_grad(): uncond, cond = parts["text_encoder"](ids)[0].chunk(2)

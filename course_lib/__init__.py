@@ -2,13 +2,14 @@
 
 Modules:
 
-- `course_lib.conditioning`: Train a small UNet on Fashion-MNIST that takes a class label next to the noisy image, sample the class you ask for, then make it obey better with classifier-free guidance, and measure how much better.
+- `course_lib.conditioning`: Train a small UNet on Fashion-MNIST that takes a class label next to the noisy image, sample the class you ask for, then make it obey better with classifier-free guidance.
 - `course_lib.data`: One function, `load_fashion_mnist`, and three places the data can come from. Whichever you use, you get the same thing back, so the rest of the course never cares.
 - `course_lib.evaluation`: How often does the model draw the class we asked for, and how varied and realistic are its drawings? Pictures suggest; this notebook measures, with a small Fashion classifier as the judge.
 - `course_lib.latents`: Self-attention costs grow with the square of the pixel count. Stable Diffusion therefore denoises a small *latent* image that a variational autoencoder (VAE) compresses from the picture and expands back. This notebook measures the cost, takes the VAE apart, trains one of our own, and runs chapter 1's diffusion in its latent space.
 - `course_lib.models`: Where the course's models come from: the Hub for the real thing, CLIP's merge list (shipped inside `course_lib`) for the real tokenizer without a network, and tiny random models built from configs for tests and offline runs.
 - `course_lib.sampling`: Everything the earlier chapters built meets here: a prompt encoded by CLIP, noise in the VAE's latent space, and a UNet that removes the noise step by step, steered by classifier-free guidance. We write the loop out in full, check it against diffusers to the last bit, and then wrap it in one function, `generate`.
 - `course_lib.text`: A prompt becomes 77 token ids, the ids become 77 vectors, and the UNet attends to those vectors while it denoises. This notebook takes the first two steps apart: CLIP's byte-pair tokenizer and its text encoder.
+- `course_lib.training`: Presets, batches, named random streams, the learning-rate schedule, checkpoints, the cache, and the one trainer that every model of the course goes through.
 - `course_lib.widgets`: Chapter [04](04_sampling.ipynb) wrote the sampling loop and `generate`. Here it gets knobs: a panel where the guidance scale, the seed, the prompt and the number of steps are sliders and boxes, and the picture follows."""
 
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """Train a small UNet on Fashion-MNIST that takes a class label next to the noisy image, sample the class you ask
-for, then make it obey better with classifier-free guidance, and measure how much better.
+for, then make it obey better with classifier-free guidance.
 
 Docs: https://sd-course.github.io/course_lib/conditioning.html.md"""
 
@@ -7,87 +7,45 @@ Docs: https://sd-course.github.io/course_lib/conditioning.html.md"""
 
 # %% ../nbs/01_conditioning.ipynb #7f10ca0f
 from __future__ import annotations
-import hashlib, inspect, json, math, os, tempfile, time
-from pathlib import Path
+import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
-from diffusers.optimization import get_constant_schedule, get_cosine_schedule_with_warmup
+from diffusers import UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import ImageOps
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .core import PRESET_FAMILIES, check_choice, get_device, make_generator, note_source, settings, show_images
+from .core import check_choice, check_guidance_scale, get_device, seeded, show_images
 from .data import FASHION_CLASSES
+from .models import make_scheduler, step_kwargs
+from .training import cache_path, epoch_batches, prefixed, preset_label, preset_values, read_checkpoint, train
 
 # %% auto #0
-__all__ = ['N_CLASSES', 'NULL_CLASS', 'CHECKPOINT_FORMAT', 'SAMPLERS', 'seed_transform', 'seed_style_loader', 'fashion_batches',
-           'pick_preset', 'preset_label', 'preset_values', 'make_class_unet', 'diffusion_loss', 'derived_generator',
-           'atomic_save_file', 'read_checkpoint', 'save_checkpoint', 'prefixed', 'load_class_unet', 'optimizer_state',
-           'resume_training', 'run_settings', 'learning_rate_schedule', 'check_null_label', 'train_class_conditioned',
-           'data_fingerprint', 'checkpoint_path', 'plot_losses', 'check_class_model', 'check_class_labels',
-           'check_guidance_scale', 'check_steps', 'step_kwargs', 'generate_from_class', 'make_sampler', 'guidance_grid']
+__all__ = ['N_CLASSES', 'NULL_CLASS', 'original_transform', 'original_loader', 'make_class_unet', 'diffusion_loss',
+           'load_class_unet', 'run_settings', 'check_null_label', 'train_class_conditioned', 'checkpoint_path',
+           'check_class_model', 'check_class_labels', 'check_guidance_model', 'check_steps', 'generate_from_class',
+           'guidance_grid']
 
 # %% ../nbs/01_conditioning.ipynb #8decbf51
-def seed_transform(image, generator: torch.Generator | None = None) -> torch.Tensor:
-    "The seed's per-image preprocessing: random horizontal flip, to tensor, pad 2 -> 32×32, normalize to [-1, 1]."
+def original_transform(image, generator: torch.Generator | None = None) -> torch.Tensor:
+    "The original chapter's per-image preprocessing: random flip, to tensor, pad 2 -> 32×32, normalize to [-1, 1]."
     if torch.rand((), generator=generator) < 0.5: image = ImageOps.mirror(image)  # RandomHorizontalFlip
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255)[None]        # ToTensor: 1×28×28 in [0, 1]
     x = F.pad(x, (2, 2, 2, 2))                                                    # Pad(2) fills with 0 (black)
     return (x - 0.5) / 0.5                                                        # Normalize([0.5], [0.5])
 
 # %% ../nbs/01_conditioning.ipynb #6429a813
-def seed_style_loader(ds, batch_size: int = 256, shuffle: bool = True, seed: int = 0) -> DataLoader:
-    "Batches of `ds` as the seed makes them: every image decoded and transformed on its own, then collated."
+def original_loader(ds, batch_size: int = 256, shuffle: bool = True, seed: int = 0) -> DataLoader:
+    "Batches of `ds` as the original chapter makes them: every image decoded and transformed on its own, then collated."
     def transform(batch):
-        return {"images": [seed_transform(image) for image in batch["image"]], "labels": batch["label"]}
+        return {"images": [original_transform(image) for image in batch["image"]], "labels": batch["label"]}
     def collate(items):
         return torch.stack([i["images"] for i in items]), torch.tensor([i["labels"] for i in items])
     return DataLoader(ds.with_transform(transform), batch_size=batch_size, shuffle=shuffle,
                       generator=torch.Generator().manual_seed(seed), collate_fn=collate)
-
-# %% ../nbs/01_conditioning.ipynb #82e09a99
-def fashion_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256, shuffle: bool = True,
-                    flip: bool = True, generator: torch.Generator | None = None, start: int = 0):
-    "One epoch of `(x, y)` batches: uint8 `images` N×28×28 (any device) -> x B×1×32×32 in [-1, 1], y labels."
-    latents = images.is_floating_point() and images.ndim == 4  # chapter 2: already-encoded latents N×C×h×w, used as they are
-    if not latents and (images.dtype != torch.uint8 or images.ndim != 3):
-        raise ValueError(f"`images` must be a uint8 N×H×W tensor (see fashion_tensors) or float latents N×C×h×w; "
-                         f"got {images.dtype} {tuple(images.shape)}.")
-    if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
-    n = len(images)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)  # on the CPU: same on every device
-    flips = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
-    order, flips = order.to(images.device), flips.to(images.device)
-    for i in range(start * batch_size, n, batch_size):
-        idx = order[i:i + batch_size]
-        if latents: yield images[idx], labels[idx]; continue  # no flips: a mirrored latent is not the latent of the mirror
-        x = images[idx].unsqueeze(1)
-        x = torch.where(flips[idx, None, None, None], x.flip(-1), x)
-        yield F.pad(x, (2, 2, 2, 2)).float() / 127.5 - 1, labels[idx]  # pad with 0 = black, then [0, 255] -> [-1, 1]
-
-# %% ../nbs/01_conditioning.ipynb #5db1cb84
-def pick_preset(preset: str | None = None, device=None) -> str:
-    "`preset`, else the `train_preset` setting; 'auto' means 'gpu' on a CUDA device, else 'cpu'."
-    name = settings.get("train_preset", preset)
-    if name == "auto": return "gpu" if get_device(device).type == "cuda" else "cpu"
-    return check_choice("preset", name, settings.presets)
-
-def preset_label(preset=None) -> str:
-    "The name of `preset` for messages: its own, `pick_preset`'s for None, a named preset's that a dict equals, or 'custom'."
-    if preset is None or isinstance(preset, str): return pick_preset(preset)
-    same = [name for family in PRESET_FAMILIES for name in settings.preset_names(family) if settings.preset(name, family) == preset]
-    return same[0] if same else "custom"
-
-def preset_values(preset=None, family: str = "preset") -> dict:
-    "The values of `preset`: a name (or None: `pick_preset`) looked up in settings' `family`, or a dict used as it is."
-    return settings.preset(pick_preset(preset), family) if preset is None or isinstance(preset, str) else dict(preset)
 
 # %% ../nbs/01_conditioning.ipynb #3d20cd23
 N_CLASSES = len(FASHION_CLASSES)
@@ -101,8 +59,7 @@ def make_class_unet(preset=None, num_class_embeds: int = N_CLASSES + 1, seed: in
     if len(channels) != len(down):
         raise ValueError(f"`preset` needs one down_block_types entry per block_out_channels entry; got {channels} and {down}.")
     up = tuple(block.replace("Down", "Up") for block in reversed(down))  # the up path mirrors the down path
-    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
-        torch.manual_seed(seed)
+    with seeded(seed):
         return UNet2DModel(in_channels=in_channels, out_channels=in_channels, sample_size=sample_size, block_out_channels=channels,
                            down_block_types=down, up_block_types=up, layers_per_block=p["layers_per_block"],
                            norm_num_groups=8, num_class_embeds=num_class_embeds)
@@ -111,7 +68,7 @@ def make_class_unet(preset=None, num_class_embeds: int = N_CLASSES + 1, seed: in
 def diffusion_loss(model, noise_scheduler, clean: torch.Tensor, labels: torch.Tensor, class_dropout: float = 0.0,
                    generator: torch.Generator | None = None, bf16: bool = False) -> torch.Tensor:
     "MSE between the noise added to `clean` at random timesteps and `model`'s prediction of it, given `labels`."
-    noise = randn_tensor(clean.shape, generator=generator, device=clean.device)  # Gaussian, not the seed's rand_like
+    noise = randn_tensor(clean.shape, generator=generator, device=clean.device)  # Gaussian, not the original rand_like
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(clean),),
                               generator=generator, device=clean.device)
     dropped = torch.rand(len(clean), generator=generator, device=clean.device) < class_dropout
@@ -120,99 +77,26 @@ def diffusion_loss(model, noise_scheduler, clean: torch.Tensor, labels: torch.Te
         prediction = model(noise_scheduler.add_noise(clean, noise, timesteps), timesteps, class_labels=labels).sample
     return F.mse_loss(prediction.float(), noise)
 
-# %% ../nbs/01_conditioning.ipynb #4f94fab9
-def derived_generator(*key: int, device="cpu") -> torch.Generator:
-    "A `torch.Generator` on `device` seeded from the integers `key`, e.g. (seed, step): one independent stream per key."
-    return torch.Generator(device=device).manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0]))
-
-# %% ../nbs/01_conditioning.ipynb #f9d171c6
-CHECKPOINT_FORMAT = "course_lib.checkpoint.v1"
-
-def atomic_save_file(tensors: dict, path, metadata: dict) -> Path:
-    "`safetensors` `save_file` of `tensors` with JSON `metadata`, to a temporary file that then replaces `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"); os.close(handle)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
-                  metadata={k: json.dumps(v) for k, v in metadata.items()})
-        os.chmod(tmp, 0o644)  # mkstemp made it private; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return path
-
-def read_checkpoint(path, device=None) -> tuple[dict, dict]:
-    "The tensors and decoded metadata of a file written by `atomic_save_file` with `CHECKPOINT_FORMAT`."
-    with safe_open(str(path), framework="pt") as f: metadata = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-    if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"`path` {path} is not a course_lib checkpoint (format {metadata.get('format')!r}).")
-    return load_file(str(path), device=str(get_device(device))), metadata
-
 # %% ../nbs/01_conditioning.ipynb #e17910d9
-def save_checkpoint(path, model, optimizer=None, **state) -> Path:
-    "Save a diffusers `model` (weights + config), `optimizer`'s state and JSON-able `state` to `path`, atomically."
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    metadata = {"format": CHECKPOINT_FORMAT, "model_config": dict(model.config), "state": state}
-    if optimizer is not None:
-        saved = optimizer.state_dict()
-        tensors |= {f"optimizer.{i}.{name}": v for i, s in saved["state"].items() for name, v in s.items()}
-        metadata["optimizer_groups"] = saved["param_groups"]
-    return atomic_save_file(tensors, path, metadata)
-
-def prefixed(tensors: dict, prefix: str) -> dict:
-    "The entries of `tensors` whose key starts with `prefix`, with the prefix removed."
-    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
-
 def load_class_unet(path, device=None) -> tuple[UNet2DModel, dict]:
-    "The UNet of checkpoint `path` (in eval mode on `device`) and the state saved with it."
+    "The UNet of a training checkpoint `path` (in eval mode on `device`) and the record saved with it."
     tensors, metadata = read_checkpoint(path, device)
     model = UNet2DModel.from_config(metadata["model_config"])
     model.load_state_dict(prefixed(tensors, "model."))
-    return model.to(get_device(device)).eval(), metadata["state"]
-
-# %% ../nbs/01_conditioning.ipynb #5e71c38d
-def optimizer_state(tensors: dict, metadata: dict) -> dict:
-    "Rebuild an optimizer `state_dict` from a checkpoint's `optimizer.<param>.<name>` tensors and its groups."
-    state = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    return {"state": state, "param_groups": metadata["optimizer_groups"]}
-
-def resume_training(checkpoint, model, optimizer, run: dict) -> dict:
-    "Load `checkpoint` (if it exists) into `model` and `optimizer`; return its state, or a fresh one."
-    if checkpoint is None or not Path(checkpoint).exists(): return {"step": 0, "losses": [], "run": run}
-    tensors, metadata = read_checkpoint(checkpoint, next(model.parameters()).device)
-    if metadata["state"].get("run") != json.loads(json.dumps(run)):
-        raise ValueError(f"`checkpoint` {checkpoint} was written by another run ({metadata['state'].get('run')}); "
-                         f"this run is {run}. Delete the file or pass another path to start over.")
-    model.load_state_dict(prefixed(tensors, "model."))
-    optimizer.load_state_dict(optimizer_state(tensors, metadata))
-    return metadata["state"]
+    return model.eval(), metadata["state"]
 
 # %% ../nbs/01_conditioning.ipynb #666fe1ba
 def run_settings(preset, images, epochs=None, batch_size=None, learning_rate=None, mixed_precision=None,
                  train_samples=None, class_dropout=0.1, lr_schedule="cosine", seed=0) -> dict:
-    "The settings of a training run: `preset` (a name, a dict, or None: `pick_preset`) overridden by arguments not None."
+    "The trainer's `run` for `preset` (a name, a dict, or None: `pick_preset`), overridden by arguments not None."
     p = preset_values(preset)
     run = dict(epochs=epochs or p["epochs"], batch_size=batch_size or p["batch_size"],
                learning_rate=learning_rate or p["learning_rate"],
                mixed_precision=mixed_precision or p["mixed_precision"] or "no",  # settings.ini reads "no" as False
                train_samples=min(train_samples or p["train_samples"], len(images)), class_dropout=class_dropout,
-               lr_schedule=lr_schedule, seed=seed)
-    check_choice("mixed_precision", run["mixed_precision"], ("no", "bf16"))
-    check_choice("lr_schedule", lr_schedule, ("constant", "cosine"))
+               lr_schedule=lr_schedule, seed=seed, adam_eps=1e-5, preset=preset_label(preset))  # eps: the original's
     if not 0 <= class_dropout < 1: raise ValueError(f"`class_dropout` must be in [0, 1); got {class_dropout!r}.")
-    return run
-
-# %% ../nbs/01_conditioning.ipynb #14740db6
-def learning_rate_schedule(optimizer, kind: str, total_steps: int, done: int = 0):
-    "'constant' or 'cosine' (5 % linear warm-up, then cosine decay to 0) over `total_steps`, `done` of them already taken."
-    warmup = max(1, total_steps // 20) if kind == "cosine" else 0
-    for group in optimizer.param_groups: group.setdefault("initial_lr", group["lr"])  # what LambdaLR resumes from
-    if kind == "constant": return get_constant_schedule(optimizer, last_epoch=done - 1)
-    return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps, last_epoch=done - 1)
+    return run | {"steps_per_epoch": math.ceil(run["train_samples"] / run["batch_size"])}
 
 # %% ../nbs/01_conditioning.ipynb #a0bc1783
 def check_null_label(model, class_dropout: float):
@@ -225,68 +109,20 @@ def check_null_label(model, class_dropout: float):
 def train_class_conditioned(model, images, labels, preset=None, *, class_dropout: float = 0.1, seed: int = 0,
                             checkpoint=None, checkpoint_every: int = 200, max_steps=None, device=None,
                             progress: bool = True, what: str = "class UNet", **overrides) -> dict:
-    "Train `model` on uint8 `images` N×28×28 with `labels`, resuming from `checkpoint`; returns the run's record."
+    "Train `model` on uint8 `images` N×28×28 (or latents) with `labels`, resuming from `checkpoint`; returns the record."
     run = run_settings(preset, images, class_dropout=class_dropout, seed=seed, **overrides)
     check_null_label(model, class_dropout)
-    accelerator = Accelerator(cpu=get_device(device).type == "cpu")
-    model.to(accelerator.device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=run["learning_rate"], eps=1e-5)
-    record = resume_training(checkpoint, model, optimizer, run)
-    n, batch_size, rank, world = run["train_samples"], run["batch_size"], accelerator.process_index, accelerator.num_processes
-    steps_per_epoch = math.ceil(n / batch_size)
-    total = run["epochs"] * steps_per_epoch
-    schedule = learning_rate_schedule(optimizer, run["lr_schedule"], total, done=record["step"])
-    model, optimizer = accelerator.prepare(model, optimizer)
-    images, labels = images[:n].to(accelerator.device), labels[:n].to(accelerator.device)
-    stop, done_before, start = min(total, max_steps or total), record["step"], time.perf_counter()
-    noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02)
-    bar = tqdm(total=total, initial=done_before, desc="training", unit="step", disable=not (progress and accelerator.is_main_process))
-    while record["step"] < stop:
-        epoch, first_batch = divmod(record["step"], steps_per_epoch)
-        for x, y in fashion_batches(images, labels, batch_size, generator=derived_generator(seed, 0, epoch), start=first_batch):
-            generator = derived_generator(seed, 1, record["step"], rank, device=accelerator.device)
-            loss = diffusion_loss(model, noise_scheduler, x[rank::world], y[rank::world], class_dropout, generator,
-                                  bf16=run["mixed_precision"] == "bf16")
-            accelerator.backward(loss)  # not the seed's loss.backward(loss)
-            optimizer.step(); optimizer.zero_grad(); schedule.step()
-            record["losses"].append(loss.item()); record["step"] += 1
-            bar.update(); bar.set_postfix(loss=f"{record['losses'][-1]:.3f}")
-            due = record["step"] % checkpoint_every == 0 or record["step"] == stop
-            if checkpoint is not None and due and accelerator.is_main_process:
-                save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, **record)
-            if record["step"] == stop: break
-    bar.close(); accelerator.unwrap_model(model).eval()
-    seconds = time.perf_counter() - start
-    note_source(what, f"trained here ({preset_label(preset)} preset, {record['step']:,} steps)" if record["step"] > done_before
-                else f"trained earlier here ({preset_label(preset)} preset), loaded from {Path(checkpoint).name}")
-    images_per_second = (record["step"] - done_before) * batch_size / max(seconds, 1e-9)
-    return record | {"total_steps": total, "seconds": seconds, "images_per_second": images_per_second}
+    n, dev, noise_scheduler = run["train_samples"], get_device(device), make_scheduler("ddpm")
+    loss = lambda model, batch, generator, bf16: diffusion_loss(model, noise_scheduler, *batch, class_dropout, generator, bf16)
+    batches = epoch_batches(images[:n].to(dev), labels[:n].to(dev), run["batch_size"], seed)
+    return train(model, loss, batches, run, seed=seed, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                 max_steps=max_steps, device=device, progress=progress, what=what)
 
 # %% ../nbs/01_conditioning.ipynb #0e65fa44
-def data_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
-    "A short hash of the training data, so checkpoints of different data never mix."
-    digest = hashlib.sha1(images.cpu().numpy().tobytes()); digest.update(labels.cpu().numpy().tobytes())
-    return digest.hexdigest()[:10]
-
-def checkpoint_path(preset, images, labels, cache_dir=None, kind: str = "class-unet", **run) -> Path:
+def checkpoint_path(preset, images, labels, cache_dir=None, kind: str = "class-unet", **run):
     "Where the UNet that `train_class_conditioned(..., preset, **run)` trains on this data is kept (`kind` names the model)."
-    run = run_settings(preset, images, **run) | ({} if isinstance(preset, str) else {"preset": preset})
-    run_hash = hashlib.sha1(json.dumps(run, sort_keys=True).encode()).hexdigest()[:8]
-    name = f"{kind}-{preset if isinstance(preset, str) else 'custom'}-data{data_fingerprint(images, labels)}-run{run_hash}.safetensors"
-    return settings.get_path("cache_dir", cache_dir) / "checkpoints" / name
-
-# %% ../nbs/01_conditioning.ipynb #e59f359d
-def plot_losses(losses, window: int = 50, title: str = "Training loss"):
-    "The loss of every step and, for runs longer than `window` steps, its running mean, as a figure titled `title`."
-    import matplotlib.pyplot as plt
-    losses = np.asarray(losses, dtype=float)
-    fig, ax = plt.subplots(figsize=(7, 3))
-    ax.plot(losses, lw=0.6, alpha=0.4, label="loss per step")
-    if len(losses) > window:  # a running mean needs more steps than its window to be a line
-        running_mean = np.convolve(losses, np.ones(window) / window, "valid")
-        ax.plot(np.arange(window - 1, len(losses)), running_mean, label=f"mean of {window}")
-    ax.set(xlabel="step", ylabel="MSE", yscale="log", title=title); ax.legend(); plt.close(fig)
-    return fig
+    recipe = run_settings(preset, images, **run) | ({} if isinstance(preset, str) else {"preset values": preset})
+    return cache_path(f"{kind}-{preset_label(preset)}", recipe, (images, labels), ".safetensors", cache_dir)
 
 # %% ../nbs/01_conditioning.ipynb #36547670
 def check_class_model(model) -> int:
@@ -305,30 +141,21 @@ def check_class_labels(class_label) -> list[int]:
     return [int(c) for c in labels]
 
 # %% ../nbs/01_conditioning.ipynb #fabd5610
-def check_guidance_scale(guidance_scale, n_class_embeds: int) -> float:
-    "A finite, non-negative `guidance_scale`; scales other than 1 need the 'no class' embedding."
-    is_number = isinstance(guidance_scale, (int, float, np.floating)) and not isinstance(guidance_scale, bool)
-    if not is_number or not math.isfinite(guidance_scale) or guidance_scale < 0:
-        raise ValueError(f"`guidance_scale` must be a finite number >= 0 (1 = no guidance); got {guidance_scale!r}.")
-    if guidance_scale != 1 and n_class_embeds <= NULL_CLASS:
-        raise ValueError(f"`guidance_scale`={guidance_scale} needs a model trained with the 'no class' label {NULL_CLASS} "
+def check_guidance_model(model, guidance_scale) -> float:
+    "`guidance_scale` (see core's `check_guidance_scale`); a scale other than 1 also needs the 'no class' embedding."
+    scale, n_class_embeds = check_guidance_scale(guidance_scale), check_class_model(model)
+    if scale != 1 and n_class_embeds <= NULL_CLASS:
+        raise ValueError(f"`guidance_scale`={scale} needs a model trained with the 'no class' label {NULL_CLASS} "
                          f"(num_class_embeds={NULL_CLASS + 1}); this model has {n_class_embeds}. Use guidance_scale=1.")
-    return float(guidance_scale)
+    return scale
 
 def check_steps(num_inference_steps, scheduler) -> int:
-    "`num_inference_steps` (default: every training timestep, as the seed samples), checked to be 1..that many."
+    "`num_inference_steps` (default: every training timestep, as the original chapter samples), checked to be 1..that many."
     most = scheduler.config.num_train_timesteps
     steps = most if num_inference_steps is None else num_inference_steps
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= most:
         raise ValueError(f"`num_inference_steps` must be an int from 1 to {most}; got {num_inference_steps!r}.")
     return int(steps)
-
-# %% ../nbs/01_conditioning.ipynb #213ecfc2
-def step_kwargs(scheduler, generator=None, use_clipped_model_output: bool = True) -> dict:
-    "The optional arguments `scheduler.step` accepts, among a `generator` and `use_clipped_model_output`."
-    accepted = inspect.signature(scheduler.step).parameters
-    wanted = {"generator": generator, "use_clipped_model_output": use_clipped_model_output}
-    return {k: v for k, v in wanted.items() if k in accepted}
 
 # %% ../nbs/01_conditioning.ipynb #1cb35de4
 @torch.no_grad()
@@ -338,7 +165,7 @@ def generate_from_class(model, scheduler, class_label, n_samples: int = 8, guida
                         output_type: str = "image") -> torch.Tensor:
     "`n_samples` images (B×1×32×32 in [0, 1]; raw samples for `output_type`='latent') of each class in `class_label`, with CFG."
     labels = check_class_labels(class_label)
-    scale = check_guidance_scale(guidance_scale, check_class_model(model))
+    scale = check_guidance_model(model, guidance_scale)
     scheduler.set_timesteps(check_steps(num_inference_steps, scheduler))
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ValueError(f"`n_samples` must be a positive int; got {n_samples!r}.")
@@ -362,17 +189,6 @@ def generate_from_class(model, scheduler, class_label, n_samples: int = 8, guida
             noise_pred = noise_uncond + scale * (noise_cond - noise_uncond)  # classifier-free guidance
         sample = scheduler.step(noise_pred, t, sample, **extra).prev_sample
     return sample if output_type == "latent" else (sample.clamp(-1, 1) + 1) / 2
-
-# %% ../nbs/01_conditioning.ipynb #2e5ef758
-SAMPLERS = ("ddpm", "ddim", "dpm++")
-
-def make_sampler(kind: str = "ddim", train_scheduler=None, **config_overrides):
-    "A sampler (`kind`: 'ddpm', 'ddim' or 'dpm++') on `train_scheduler`'s noise schedule (default: the seed's), with `config_overrides`."
-    config = (train_scheduler or DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02)).config
-    check_choice("kind", kind, SAMPLERS)
-    if kind == "ddpm": return DDPMScheduler.from_config(config, **config_overrides)
-    if kind == "ddim": return DDIMScheduler.from_config(config, **config_overrides)  # clip_sample=True comes along: see the trap
-    return DPMSolverMultistepScheduler.from_config(config, **{"algorithm_type": "dpmsolver++"} | config_overrides)
 
 # %% ../nbs/01_conditioning.ipynb #eade0d50
 def guidance_grid(model, scheduler, scales=(1, 2, 3, 5, 7.5), classes=range(N_CLASSES), n_samples: int = 4,

@@ -6,7 +6,8 @@ Docs: https://sd-course.github.io/course_lib/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #fe48b53e
 from __future__ import annotations
-import configparser, functools, importlib.util, math, os, threading, urllib.error, urllib.request
+import configparser, contextlib, functools, importlib.resources, importlib.util, math, os, threading
+import urllib.error, urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,12 @@ import matplotlib.pyplot as plt
 import huggingface_hub
 
 # %% auto #0
-__all__ = ['DEFAULT_SETTINGS', 'SETTINGS_HEADER', 'PRESET_FAMILIES', 'settings', 'SOURCES_USED', 'check_choice',
-           'find_settings_file', 'parse_value', 'is_preset_section', 'CourseSettings', 'env_setting', 'get_device',
-           'make_generator', 'to_uint8', 'batch_hwc', 'image_arrays', 'grid_shape', 'image_grid', 'show_images',
-           'note_source', 'sources_used', 'model_note', 'HubUnavailableError', 'hub_offline_requested', 'hub_endpoint',
-           'probe_url', 'hub_reachable', 'hub_error', 'cached_snapshot', 'load_pretrained']
+__all__ = ['DEFAULTS_FILE', 'SETTINGS_HEADER', 'PRESET_FAMILIES', 'settings', 'STREAMS', 'SOURCES_USED', 'check_choice',
+           'check_guidance_scale', 'read_settings', 'find_settings_file', 'parse_value', 'is_preset_section',
+           'CourseSettings', 'env_setting', 'get_device', 'make_generator', 'derived_generator', 'seeded', 'to_uint8',
+           'batch_hwc', 'image_arrays', 'grid_shape', 'image_grid', 'show_images', 'note_source', 'sources_used',
+           'model_note', 'HubUnavailableError', 'hub_offline_requested', 'hub_endpoint', 'probe_url', 'hub_reachable',
+           'hub_error', 'cached_snapshot', 'load_pretrained']
 
 # %% ../nbs/00_core.ipynb #def1bff2
 def check_choice(name: str, value, choices):
@@ -31,45 +33,23 @@ def check_choice(name: str, value, choices):
         raise ValueError(f"`{name}` must be one of {allowed}; got {value!r}.")
     return value
 
+# %% ../nbs/00_core.ipynb #cce4c199
+def check_guidance_scale(guidance_scale) -> float:
+    "`guidance_scale` as a float, or a `ValueError` unless it is a finite number >= 0 (0: unconditional, 1: no guidance)."
+    is_number = isinstance(guidance_scale, (int, float, np.integer, np.floating)) and not isinstance(guidance_scale, bool)
+    if not is_number or not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ValueError(f"`guidance_scale` must be a finite number >= 0 (1 = no guidance); got {guidance_scale!r}.")
+    return float(guidance_scale)
+
 # %% ../nbs/00_core.ipynb #1e0800c2
-DEFAULT_SETTINGS = {
-    "models": {"sd_model": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-               "clip_model": "openai/clip-vit-large-patch14", "vae_model": "stabilityai/sd-vae-ft-ema"},
-    "data": {"data_source": "auto", "fashion_hub_id": "zalando-datasets/fashion_mnist", "data_dir": "data",
-             "cache_dir": "data/cache", "offline_seed": "0",
-             "clip_bpe": ""},  # empty: the merge list shipped inside course_lib (see 00_models)
-    "runtime": {"device": "auto", "hub_timeout": "2", "train_preset": "auto"},
-    "preset.smoke": {"block_out_channels": "16, 32, 32", "down_block_types": "DownBlock2D, DownBlock2D, AttnDownBlock2D",
-                     "layers_per_block": "1", "train_samples": "512", "epochs": "1", "batch_size": "64",
-                     "learning_rate": "1e-3", "mixed_precision": "no"},
-    "preset.cpu": {"block_out_channels": "32, 64, 64", "down_block_types": "DownBlock2D, DownBlock2D, AttnDownBlock2D",
-                   "layers_per_block": "1", "train_samples": "60000", "epochs": "1", "batch_size": "64",
-                   "learning_rate": "2e-3", "mixed_precision": "bf16"},
-    "preset.gpu": {"block_out_channels": "32, 64, 128, 256",
-                   "down_block_types": "DownBlock2D, AttnDownBlock2D, AttnDownBlock2D, AttnDownBlock2D",
-                   "layers_per_block": "2", "train_samples": "60000", "epochs": "25", "batch_size": "256",
-                   "learning_rate": "3e-4", "mixed_precision": "bf16"},
-    "vae.smoke": {"block_out_channels": "8, 16, 16", "layers_per_block": "1", "train_samples": "512", "epochs": "1",
-                  "batch_size": "64", "learning_rate": "2e-3", "kl_weight": "1e-4", "mixed_precision": "no"},
-    "vae.cpu": {"block_out_channels": "32, 64, 64", "layers_per_block": "1", "train_samples": "60000", "epochs": "1",
-                "batch_size": "64", "learning_rate": "2e-3", "kl_weight": "1e-4", "mixed_precision": "bf16"},
-    "vae.gpu": {"block_out_channels": "64, 128, 128", "layers_per_block": "2", "train_samples": "60000",
-                "epochs": "10", "batch_size": "128", "learning_rate": "1e-3", "kl_weight": "1e-4",
-                "mixed_precision": "bf16"},
-    "latent.smoke": {"block_out_channels": "16, 32, 32",
-                     "down_block_types": "DownBlock2D, DownBlock2D, AttnDownBlock2D", "layers_per_block": "1",
-                     "train_samples": "512", "epochs": "1", "batch_size": "64", "learning_rate": "1e-3",
-                     "mixed_precision": "no"},
-    "latent.cpu": {"block_out_channels": "32, 64, 64",
-                   "down_block_types": "DownBlock2D, DownBlock2D, AttnDownBlock2D", "layers_per_block": "1",
-                   "train_samples": "60000", "epochs": "1", "batch_size": "64", "learning_rate": "2e-3",
-                   "mixed_precision": "bf16"},
-    "latent.gpu": {"block_out_channels": "64, 128, 128",
-                   "down_block_types": "DownBlock2D, AttnDownBlock2D, AttnDownBlock2D", "layers_per_block": "2",
-                   "train_samples": "60000", "epochs": "10", "batch_size": "256", "learning_rate": "1e-3",
-                   "mixed_precision": "bf16"},
-}
+DEFAULTS_FILE = Path(str(importlib.resources.files("course_lib") / "settings.ini"))  # every setting, documented
 SETTINGS_HEADER = "course_lib settings"  # a line every course settings.ini carries in its header
+
+def read_settings(path) -> configparser.ConfigParser:
+    "The sections and values (as strings) of the settings file `path`."
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path, encoding="utf-8")
+    return parser
 
 # %% ../nbs/00_core.ipynb #ffee5ccf
 def find_settings_file(start=None) -> Path | None:
@@ -107,10 +87,8 @@ class CourseSettings:
     "The course's settings: explicit argument > `COURSE_*` environment variable > `settings.ini` > built-in default."
     def __init__(self, file=None):
         self.file = Path(file) if file else find_settings_file()
-        self.parser = configparser.ConfigParser(interpolation=None)
-        self.parser.read_dict(DEFAULT_SETTINGS)
-        from_file = configparser.ConfigParser(interpolation=None)
-        if self.file: from_file.read(self.file, encoding="utf-8")
+        self.parser = read_settings(DEFAULTS_FILE)
+        from_file = read_settings(self.file) if self.file else configparser.ConfigParser(interpolation=None)
         self.parser.read_dict(from_file)
         self.set_in_file = {(s, k) for s in from_file.sections() for k in from_file[s]}
         self.root = self.file.parent.resolve() if self.file else Path.cwd()
@@ -196,6 +174,23 @@ def make_generator(seed: int, device=None) -> torch.Generator:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative int; got {seed!r}.")
     return torch.Generator(device=get_device(device)).manual_seed(int(seed))
+
+# %% ../nbs/00_core.ipynb #fa8faf05
+STREAMS = {"epoch": 0, "step": 1, "judge epoch": 2, "scaling batch": 2, "scaling noise": 3}  # name -> the number in keys
+
+def derived_generator(seed: int, stream: str, *key: int, device="cpu") -> torch.Generator:
+    "A `torch.Generator` on `device` for the random `stream` (see `STREAMS`) of run `seed` at `key` (e.g. epoch, step)."
+    check_choice("stream", stream, tuple(STREAMS))
+    entropy = [int(seed), STREAMS[stream], *map(int, key)]
+    return torch.Generator(device=device).manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
+
+# %% ../nbs/00_core.ipynb #eb342104
+@contextlib.contextmanager
+def seeded(seed: int):
+    "Run the block with torch's CPU random state seeded by `seed`, then give the caller back its own state."
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 # %% ../nbs/00_core.ipynb #5e1982c9
 def to_uint8(array: np.ndarray, value_range=None) -> np.ndarray:

@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .conditioning import (CHECKPOINT_FORMAT, N_CLASSES, atomic_save_file, data_fingerprint, derived_generator,
-                                     fashion_batches, generate_from_class, read_checkpoint)
-from .core import get_device, note_source, settings
+from .conditioning import N_CLASSES, generate_from_class
+from .core import get_device, note_source, seeded
+from .training import cache_path, epoch_batches, prefixed, read_checkpoint, save_checkpoint, train, unit_images
 
 # %% auto #0
-__all__ = ['FashionClassifier', 'train_classifier', 'unit_images', 'classifier_outputs', 'class_accuracy', 'fashion_classifier',
+__all__ = ['FashionClassifier', 'train_classifier', 'classifier_outputs', 'class_accuracy', 'fashion_classifier',
            'frechet_distance', 'fid', 'guidance_sweep', 'plot_guidance_sweep']
 
 # %% ../nbs/01b_evaluation.ipynb #8ddc4235
@@ -42,27 +42,16 @@ class FashionClassifier(nn.Module):
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 2, batch_size: int = 128,
                      learning_rate: float = 3e-3, seed: int = 0, device=None, progress: bool = True) -> FashionClassifier:
     "A `FashionClassifier` trained on uint8 `images` N×28×28 and their `labels` (in eval mode on `device`)."
+    with seeded(seed): classifier = FashionClassifier()
+    run = dict(epochs=epochs, steps_per_epoch=-(-len(images) // batch_size), batch_size=batch_size,
+               learning_rate=learning_rate, lr_schedule="one-cycle", mixed_precision="no")
     dev = get_device(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed); classifier = FashionClassifier().to(dev)
-    steps = epochs * -(-len(images) // batch_size)
-    optimizer = torch.optim.AdamW(classifier.parameters(), lr=learning_rate)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps)
-    images, labels = images.to(dev), labels.to(dev)
-    with tqdm(total=steps, desc="training the classifier", disable=not progress) as bar:
-        for epoch in range(epochs):
-            for x, y in fashion_batches(images, labels, batch_size, generator=derived_generator(seed, 2, epoch)):
-                loss = F.cross_entropy(classifier(x), y)
-                loss.backward(); optimizer.step(); optimizer.zero_grad(); schedule.step()
-                bar.update(); bar.set_postfix(loss=f"{loss.item():.3f}")
-    note_source("judge (classifier)", f"trained here ({steps:,} steps on {len(images):,} images)")
-    return classifier.eval()
+    loss = lambda model, batch, generator, bf16: F.cross_entropy(model(batch[0]), batch[1])
+    batches = epoch_batches(images.to(dev), labels.to(dev), batch_size, seed, stream="judge epoch")
+    train(classifier, loss, batches, run, seed=seed, device=device, progress=progress, what="judge (classifier)")
+    return classifier
 
 # %% ../nbs/01b_evaluation.ipynb #23b98667
-def unit_images(images: torch.Tensor) -> torch.Tensor:
-    "uint8 N×28×28 Fashion images as N×1×32×32 floats in [0, 1], padded like the training batches."
-    return F.pad(images[:, None], (2, 2, 2, 2)).float() / 255
-
 @torch.no_grad()
 def classifier_outputs(classifier, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     "(predicted classes, 64-wide features) of `classifier` for images N×1×32×32 in [0, 1]."
@@ -83,15 +72,14 @@ def class_accuracy(classifier, images: torch.Tensor, labels) -> float:
 def fashion_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 2, seed: int = 0, device=None,
                        cache_dir=None, progress: bool = True) -> FashionClassifier:
     "The classifier trained on `images`/`labels` with `epochs` and `seed`: loaded from the cache, else trained and cached."
-    name = f"fashion-classifier-{data_fingerprint(images, labels)}-e{epochs}-seed{seed}.safetensors"
-    path = settings.get_path("cache_dir", cache_dir) / "checkpoints" / name
+    path = cache_path("fashion-classifier", {"epochs": epochs, "seed": seed}, (images, labels), ".safetensors", cache_dir)
     if path.exists():
         classifier = FashionClassifier()
-        classifier.load_state_dict(read_checkpoint(path)[0])
+        classifier.load_state_dict(prefixed(read_checkpoint(path)[0], "model."))
         note_source("judge (classifier)", f"trained earlier here, loaded from {path.name}")
         return classifier.to(get_device(device)).eval()
-    classifier = train_classifier(images, labels, epochs=epochs, seed=seed, device=device, progress=progress)
-    atomic_save_file(classifier.state_dict(), path, {"format": CHECKPOINT_FORMAT, "epochs": epochs, "seed": seed})
+    classifier = train_classifier(images, labels, epochs, seed=seed, device=device, progress=progress)
+    save_checkpoint(path, classifier)
     return classifier
 
 # %% ../nbs/01b_evaluation.ipynb #183b7ea4

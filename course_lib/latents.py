@@ -8,34 +8,31 @@ Docs: https://sd-course.github.io/course_lib/latents.html.md"""
 
 # %% ../nbs/02_latents.ipynb #abe3b839
 from __future__ import annotations
-import contextlib, copy, hashlib, json, math, os, sys, time
-from pathlib import Path
+import contextlib, math, os, sys, time
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers import AutoencoderKL
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 from torch.profiler import ProfilerActivity, profile
 from tqdm.auto import tqdm
 
-from .conditioning import (N_CLASSES, data_fingerprint, derived_generator, diffusion_loss, fashion_batches,
-                                     generate_from_class, learning_rate_schedule, make_class_unet, make_sampler, pick_preset,
-                                     preset_label, preset_values)
-from .core import check_choice, get_device, load_pretrained, note_source, settings
+from .conditioning import generate_from_class, make_class_unet
+from .core import check_choice, derived_generator, get_device, note_source, seeded, settings
 from .data import Params, draw_tshirt, render_garments
-from .evaluation import unit_images
-from .models import component_subfolder, save_pretrained_atomic
+from .models import downsampling_factor, load_vae
+from .training import (cache_path, epoch_batches, fashion_batches, pick_preset, preset_label, preset_values,
+                                 save_pretrained_atomic, train, unit_images)
 
 # %% auto #0
-__all__ = ['ATTENTION_PROCESSORS', 'VAE_ALTERNATIVE', 'SAMPLE_SCENE', 'attention_block', 'native_stderr_silenced', 'peak_memory',
-           'attention_cost', 'plot_attention_cost', 'load_vae', 'downsampling_factor', 'check_vae_images',
-           'scale_latents', 'encode', 'decode', 'draw_sample_scene', 'load_sample_scene', 'plot_latent_channels',
-           'psnr', 'make_fashion_vae', 'vae_loss', 'latent_scaling_factor', 'train_vae', 'fashion_vae_path',
-           'fashion_vae', 'reconstruction_psnr', 'encode_fashion', 'make_latent_unet', 'generate_latent_class',
-           'side_by_side_seconds', 'latent_speedup']
+__all__ = ['ATTENTION_PROCESSORS', 'SAMPLE_SCENE', 'attention_block', 'native_stderr_silenced', 'peak_memory', 'attention_cost',
+           'plot_attention_cost', 'check_vae_images', 'scale_latents', 'encode', 'decode', 'draw_sample_scene',
+           'load_sample_scene', 'plot_latent_channels', 'psnr', 'make_fashion_vae', 'vae_loss', 'latent_scaling_factor',
+           'measured_scaling_factor', 'train_vae', 'fashion_vae_path', 'fashion_vae', 'reconstruction_psnr',
+           'encode_fashion', 'make_latent_unet', 'generate_latent_class']
 
 # %% ../nbs/02_latents.ipynb #4d8f2972
 ATTENTION_PROCESSORS = {"classic": AttnProcessor, "sdpa": AttnProcessor2_0}
@@ -43,8 +40,7 @@ ATTENTION_PROCESSORS = {"classic": AttnProcessor, "sdpa": AttnProcessor2_0}
 def attention_block(channels: int = 64, heads: int = 1, kind: str = "classic", seed: int = 0) -> Attention:
     "A diffusers self-attention block over `channels`-wide maps, built like `AttnDownBlock2D`'s; `kind` picks the kernel."
     check_choice("kind", kind, tuple(ATTENTION_PROCESSORS))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         block = Attention(channels, heads=heads, dim_head=channels // heads, norm_num_groups=min(32, channels),
                           residual_connection=True, bias=True, upcast_softmax=True)
     block.set_processor(ATTENTION_PROCESSORS[kind]())
@@ -123,25 +119,7 @@ def plot_attention_cost(table: pd.DataFrame):
     fig.tight_layout(); plt.close(fig)
     return fig
 
-# %% ../nbs/02_latents.ipynb #d3228e7e
-VAE_ALTERNATIVE = ("for offline work use course_lib.models.tiny_sd_components()['vae'] (random weights), train one "
-                   "with fashion_vae(), or point COURSE_VAE_MODEL / vae_model in settings.ini at a folder saved with "
-                   "save_pretrained.")
-
-def load_vae(model_id=None, device=None, dtype=None, subfolder=None, verbose: bool = True, what: str | None = "VAE") -> AutoencoderKL:
-    "An `AutoencoderKL` (eval mode) from `model_id` (Hub id or folder; settings: `vae_model`) on `device` in `dtype`."
-    model_id = str(settings.get("vae_model", model_id))
-    local, subfolder = Path(model_id).expanduser(), component_subfolder(model_id, "vae", subfolder)
-    vae = load_pretrained(AutoencoderKL, model_id, alternative=VAE_ALTERNATIVE, what=what, torch_dtype=dtype,
-                          subfolder=subfolder)
-    if verbose: print(f"VAE from {model_id}{'/' + subfolder if subfolder else ''} ({'folder' if local.is_dir() else 'Hub'})")
-    return vae.to(get_device(device)).eval()
-
 # %% ../nbs/02_latents.ipynb #a54d99d8
-def downsampling_factor(vae) -> int:
-    "How many pixels one latent position covers per side: 2 ** (number of encoder blocks - 1); 8 for SD."
-    return 2 ** (len(vae.config.block_out_channels) - 1)
-
 def check_vae_images(vae, images: torch.Tensor) -> torch.Tensor:
     "`images` as B×C×H×W, checked against `vae`: its channel count, sides divisible by its factor, values in [0, 1]."
     if not torch.is_tensor(images) or images.ndim not in (3, 4):
@@ -178,16 +156,18 @@ def encode(vae, images: torch.Tensor, generator: torch.Generator | None = None, 
 
 # %% ../nbs/02_latents.ipynb #aebdcfc9
 @torch.no_grad()
-def decode(vae, latents: torch.Tensor, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
-    "Images in [0, 1] (float32) from scaled `latents` B×C×h×w: divide by the scaling factor, decode, rescale."
+def decode(vae, latents: torch.Tensor, output_type: str = "pt", batch_size: int = 64, progress: bool = False):
+    "Images from scaled `latents` B×C×h×w: 'pt' (B×C×H×W in [0, 1], float32), 'np' or 'pil', as SD's pipeline makes them."
     channels = vae.config.latent_channels
+    check_choice("output_type", output_type, ("pt", "np", "pil"))
     if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != channels:
         raise ValueError(f"`latents` must be B×{channels}×h×w for this VAE (as encode returns); "
                          f"got {tuple(getattr(latents, 'shape', ()))}.")
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    images = [vae.decode(batch.to(vae.device, vae.dtype) / vae.config.scaling_factor + shift).sample.float()
-              for batch in tqdm(latents.split(batch_size), desc="decoding", disable=not progress, leave=False)]
-    return ((torch.cat(images) + 1) / 2).clamp(0, 1)
+    images = torch.cat([vae.decode(batch.to(vae.device, vae.dtype) / vae.config.scaling_factor + shift, return_dict=False)[0]
+                        for batch in tqdm(latents.split(batch_size), desc="decoding", disable=not progress, leave=False)])
+    images = VaeImageProcessor(vae_scale_factor=downsampling_factor(vae)).postprocess(images, output_type=output_type)
+    return images.float() if output_type == "pt" else images
 
 # %% ../nbs/02_latents.ipynb #87839e94
 SAMPLE_SCENE = "sample-scene.png"  # in settings' data_dir
@@ -234,8 +214,7 @@ def make_fashion_vae(preset=None, seed: int = 0) -> AutoencoderKL:
     "An untrained `AutoencoderKL` for 1×32×32 images -> 4-channel latents, sized by VAE `preset` (name, dict or None)."
     p = preset_values(preset, "vae")
     channels = tuple(p["block_out_channels"])
-    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
-        torch.manual_seed(seed)
+    with seeded(seed):
         return AutoencoderKL(in_channels=1, out_channels=1, latent_channels=4, sample_size=32, block_out_channels=channels,
                              down_block_types=("DownEncoderBlock2D",) * len(channels),
                              up_block_types=("UpDecoderBlock2D",) * len(channels),
@@ -261,47 +240,33 @@ def latent_scaling_factor(latents: torch.Tensor) -> float:
     return 1 / std
 
 # %% ../nbs/02_latents.ipynb #c072d5be
+@torch.no_grad()
+def measured_scaling_factor(vae, images: torch.Tensor, seed: int = 0) -> float:
+    "SD's recipe: 1 / the std of `vae`'s (unscaled, sampled) latents of up to 2,000 uint8 training `images`."
+    x, = next(fashion_batches(images[:2000], batch_size=2000, generator=derived_generator(seed, "scaling batch")))
+    latents = vae.encode(x.to(vae.device)).latent_dist.sample(generator=derived_generator(seed, "scaling noise", device=vae.device))
+    return latent_scaling_factor(latents)
+
+# %% ../nbs/02_latents.ipynb #f7e48516
 def train_vae(vae, images: torch.Tensor, preset=None, *, seed: int = 0, max_steps: int | None = None, device=None,
               progress: bool = True) -> dict:
     "Train `vae` on uint8 `images` N×28×28 with VAE `preset`, then set its scaling factor; returns the run's record."
-    p = preset_values(preset, "vae")
-    accelerator = Accelerator(cpu=get_device(device).type == "cpu")
-    vae.to(accelerator.device).train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=p["learning_rate"])
-    n, batch_size = min(p["train_samples"], len(images)), p["batch_size"]
-    total = min(p["epochs"] * math.ceil(n / batch_size), max_steps or math.inf)
-    schedule = learning_rate_schedule(optimizer, "cosine", total)
-    vae, optimizer = accelerator.prepare(vae, optimizer)
-    images, no_labels = images[:n].to(accelerator.device), torch.zeros(n, dtype=torch.long, device=accelerator.device)
-    record, start = {"step": 0, "losses": [], "reconstruction": [], "kl": []}, time.perf_counter()
-    with tqdm(total=total, desc="training the VAE", unit="step", disable=not progress) as bar:
-        for epoch in range(p["epochs"]):
-            for x, _ in fashion_batches(images, no_labels, batch_size, generator=derived_generator(seed, 0, epoch)):
-                generator = derived_generator(seed, 1, record["step"], device=accelerator.device)
-                losses = vae_loss(vae, x, p["kl_weight"], generator, bf16=p["mixed_precision"] == "bf16")
-                accelerator.backward(losses[0]); optimizer.step(); optimizer.zero_grad(); schedule.step()
-                for key, value in zip(("losses", "reconstruction", "kl"), losses): record[key].append(value.item())
-                record["step"] += 1; bar.update()
-                bar.set_postfix(mse=f"{record['reconstruction'][-1]:.4f}", kl=f"{record['kl'][-1]:.2f}")
-                if record["step"] == total: break
-            if record["step"] == total: break
-    vae = accelerator.unwrap_model(vae).eval()
-    with torch.no_grad():  # SD's recipe: 1 / std of (unscaled, sampled) latents of training images
-        x = next(fashion_batches(images[:2000], no_labels[:2000], 2000, generator=derived_generator(seed, 2)))[0]
-        latents = vae.encode(x).latent_dist.sample(generator=derived_generator(seed, 3, device=x.device))
-        vae.register_to_config(scaling_factor=latent_scaling_factor(latents))
-    seconds = time.perf_counter() - start
-    note_source("Fashion VAE", f"trained here ({preset_label(preset)} preset, {record['step']:,} steps)")
-    return record | {"seconds": seconds, "images_per_second": record["step"] * batch_size / max(seconds, 1e-9), "preset": p}
+    p, dev = preset_values(preset, "vae"), get_device(device)
+    n = min(p["train_samples"], len(images))
+    run = dict(epochs=p["epochs"], steps_per_epoch=math.ceil(n / p["batch_size"]), batch_size=p["batch_size"],
+               learning_rate=p["learning_rate"], lr_schedule="cosine", mixed_precision=p["mixed_precision"] or "no",
+               preset=preset_label(preset))
+    loss = lambda vae, batch, generator, bf16: vae_loss(vae, batch[0], p["kl_weight"], generator, bf16)
+    record = train(vae, loss, epoch_batches(images[:n].to(dev), None, p["batch_size"], seed), run, seed=seed,
+                   max_steps=max_steps, device=device, progress=progress, what="Fashion VAE", logged=("reconstruction", "kl"))
+    vae.register_to_config(scaling_factor=measured_scaling_factor(vae, images[:n], seed))
+    return record | {"preset": p}
 
 # %% ../nbs/02_latents.ipynb #d6ac5f17
-def fashion_vae_path(images: torch.Tensor, preset=None, seed: int = 0, cache_dir=None) -> Path:
-    "The cache folder of the Fashion VAE that `preset` and `seed` train on `images` (the name carries both and the data)."
-    name = pick_preset(preset) if preset is None or isinstance(preset, str) else "custom"
-    p = settings.preset(name, "vae") if name != "custom" else preset
-    run_hash = hashlib.sha1(json.dumps({**p, "seed": seed}, sort_keys=True).encode()).hexdigest()[:8]
-    fingerprint = data_fingerprint(images, torch.empty(0))
-    return settings.get_path("cache_dir", cache_dir) / "models" / f"fashion-vae-{name}-data{fingerprint}-run{run_hash}"
+def fashion_vae_path(images: torch.Tensor, preset=None, seed: int = 0, cache_dir=None):
+    "The cache folder of the Fashion VAE that `preset` and `seed` train on `images` (the course's `cache_path` rule)."
+    recipe = preset_values(preset, "vae") | {"seed": seed}
+    return cache_path(f"fashion-vae-{preset_label(preset)}", recipe, (images,), cache_dir=cache_dir)
 
 def fashion_vae(images: torch.Tensor, preset=None, seed: int = 0, cache_dir=None, device=None,
                 progress: bool = True) -> AutoencoderKL:
@@ -335,40 +300,3 @@ def make_latent_unet(vae, preset=None, seed: int = 0):
 def generate_latent_class(model, vae, scheduler, class_label, n_samples: int = 8, **kwargs) -> torch.Tensor:
     "`generate_from_class` in latent space, decoded by `vae`: images in [0, 1] (kwargs go to `generate_from_class`)."
     return decode(vae, generate_from_class(model, scheduler, class_label, n_samples, output_type="latent", **kwargs))
-
-# %% ../nbs/02_latents.ipynb #18373bff
-def side_by_side_seconds(*fns, repeats: int = 3) -> list[float]:
-    "The fastest of `repeats` timed calls of each of `fns`, called in turn (after one warm-up each): same load for all."
-    for fn in fns: fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, seconds in zip(fns, times):
-            start = time.perf_counter(); fn(); seconds.append(time.perf_counter() - start)
-    return [min(seconds) for seconds in times]
-
-def latent_speedup(pixel_model, latent_model, vae, batch_size: int = 64, repeats: int = 3, n_images: int = 10,
-                   num_inference_steps: int = 50, guidance_scale: float = 3.0,
-                   mixed_precision: str = "bf16") -> pd.DataFrame:
-    "Seconds per training step and per sampled image in pixel and latent space, measured alternately on this machine."
-    noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02)
-    def train_step(model):
-        model = copy.deepcopy(model).train(); optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        dev, c = model.device, model.config
-        x = torch.randn(batch_size, c.in_channels, c.sample_size, c.sample_size, device=dev)
-        labels = torch.arange(batch_size, device=dev) % N_CLASSES
-        def step():
-            diffusion_loss(model, noise_scheduler, x, labels, 0.1, bf16=mixed_precision == "bf16").backward()
-            optimizer.step(); optimizer.zero_grad()
-        return step
-    options = dict(guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, progress=False,
-                   mixed_precision=mixed_precision)
-    sample = lambda generate, *args: lambda: generate(*args, list(range(n_images)), 1, **options,
-                                                       generator=torch.Generator(vae.device).manual_seed(0))
-    pixel_steps, latent_steps = train_step(pixel_model), train_step(latent_model)
-    pixel_sampling = sample(generate_from_class, pixel_model, make_sampler("ddim"))
-    latent_sampling = sample(generate_latent_class, latent_model, vae, make_sampler("ddim", clip_sample=False))
-    per_image = [s / n_images for s in side_by_side_seconds(pixel_sampling, latent_sampling, repeats=repeats)]
-    rows = [(f"training step (batch {batch_size})", *side_by_side_seconds(pixel_steps, latent_steps, repeats=repeats)),
-            (f"sampling, per image ({num_inference_steps} DDIM steps, guidance {guidance_scale}, decoding included)", *per_image)]
-    table = pd.DataFrame(rows, columns=["measure", "pixel s", "latent s"])
-    return table.assign(**{"speed-up": table["pixel s"] / table["latent s"], "device": str(vae.device)})

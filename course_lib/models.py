@@ -7,20 +7,26 @@ Docs: https://sd-course.github.io/course_lib/models.html.md"""
 
 # %% ../nbs/00_models.ipynb #8aa2ec38
 from __future__ import annotations
-import gzip, importlib.resources, os, shutil, tempfile
+import gzip, importlib.resources, inspect
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+import transformers
+from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, LMSDiscreteScheduler, PNDMScheduler,
+                       StableDiffusionPipeline, UNet2DConditionModel)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .core import HubUnavailableError, get_device, hub_error, load_pretrained, note_source, settings
+from .core import (HubUnavailableError, check_choice, get_device, hub_error, load_pretrained, note_source, seeded,
+                             settings)
 
 # %% auto #0
 __all__ = ['CLIP_MAX_LENGTH', 'CLIP_MERGES', 'PACKAGED_CLIP_BPE', 'CLIP_VOCAB_SIZE', 'TINY_UNET', 'TINY_VAE', 'TINY_TEXT_ENCODER',
-           'SD15_SCHEDULER', 'SD_ALTERNATIVE', 'bytes_to_unicode', 'clip_vocab_and_merges', 'find_clip_bpe',
+           'SD15_SCHEDULER', 'FASHION_SCHEDULE', 'SCHEDULERS', 'SD_ALTERNATIVE', 'VAE_ALTERNATIVE',
+           'TEXT_ENCODER_ALTERNATIVE', 'bytes_to_unicode', 'clip_vocab_and_merges', 'find_clip_bpe',
            'clip_tokenizer_from_bpe', 'load_clip_tokenizer', 'tiny_sd_components', 'tiny_sd_pipeline',
-           'load_sd_pipeline', 'component_subfolder', 'save_pretrained_atomic']
+           'downsampling_factor', 'make_scheduler', 'step_kwargs', 'component_subfolder', 'load_part',
+           'complete_transformers_model', 'load_sd_pipeline', 'load_vae', 'load_text_encoder']
 
 # %% ../nbs/00_models.ipynb #f7b0aeff
 CLIP_MAX_LENGTH = 77  # CLIP's context: 75 prompt tokens between the start and end markers
@@ -97,19 +103,18 @@ TINY_TEXT_ENCODER = dict(vocab_size=49408, hidden_size=32, intermediate_size=64,
                          bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
 SD15_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                       skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
-                      timestep_spacing="leading")
+                      timestep_spacing="leading", clip_sample=False)  # as SD 1.5's scheduler_config.json
 
 # %% ../nbs/00_models.ipynb #8107e0fe
 def tiny_sd_components(seed: int = 0, tokenizer=None) -> dict:
     "Tiny random SD parts (unet, vae, text_encoder, tokenizer, scheduler), the same for the same `seed`."
-    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
-        torch.manual_seed(seed)
+    with seeded(seed):
         unet = UNet2DConditionModel(**TINY_UNET)
         vae = AutoencoderKL(**TINY_VAE)
         text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_ENCODER))
     note_source("SD pipeline", f"random weights (tiny_sd_components, seed {seed})")
     return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer or load_clip_tokenizer(verbose=False),
-                scheduler=PNDMScheduler(**SD15_SCHEDULER))
+                scheduler=PNDMScheduler.from_config(SD15_SCHEDULER))  # from_config keeps clip_sample for DDIM
 
 def tiny_sd_pipeline(seed: int = 0, tokenizer=None, device=None) -> StableDiffusionPipeline:
     "A `StableDiffusionPipeline` of tiny random parts (no safety checker) on `device`."
@@ -118,16 +123,28 @@ def tiny_sd_pipeline(seed: int = 0, tokenizer=None, device=None) -> StableDiffus
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(get_device(device))
 
-# %% ../nbs/00_models.ipynb #74929f0d
-SD_ALTERNATIVE = ("for offline work use course_lib.models.tiny_sd_pipeline() (random weights), or point "
-                  "COURSE_SD_MODEL / sd_model in settings.ini at a folder saved with save_pretrained.")
+# %% ../nbs/00_models.ipynb #b2d68aed
+def downsampling_factor(vae) -> int:
+    "How many pixels one latent position covers per side: 2 ** (number of encoder blocks - 1); 8 for SD."
+    return 2 ** (len(vae.config.block_out_channels) - 1)
 
-def load_sd_pipeline(model_id=None, device=None, dtype=None) -> StableDiffusionPipeline:
-    "A `StableDiffusionPipeline` from `model_id` (Hub id or folder; settings: `sd_model`) on `device`, in `dtype`."
-    model_id = settings.get("sd_model", model_id)
-    pipe = load_pretrained(StableDiffusionPipeline, model_id, alternative=SD_ALTERNATIVE, what="SD pipeline",
-                           torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
-    return pipe.to(get_device(device))
+# %% ../nbs/00_models.ipynb #eb1eace9
+FASHION_SCHEDULE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02)  # the original chapter's DDPM schedule
+SCHEDULERS = {"ddpm": (DDPMScheduler, {}), "ddim": (DDIMScheduler, {}), "pndm": (PNDMScheduler, {}),
+              "euler": (EulerDiscreteScheduler, {}), "euler_a": (EulerAncestralDiscreteScheduler, {}),
+              "lms": (LMSDiscreteScheduler, {}), "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"})}
+
+def make_scheduler(kind: str = "ddim", config=None, **overrides):
+    "A diffusers scheduler of `kind` (see `SCHEDULERS`) on `config`'s noise schedule (default: `FASHION_SCHEDULE`)."
+    cls, defaults = SCHEDULERS[check_choice("kind", kind, tuple(SCHEDULERS))]
+    return cls.from_config(FASHION_SCHEDULE if config is None else config, **(defaults | overrides))
+
+# %% ../nbs/00_models.ipynb #a28bf823
+def step_kwargs(scheduler, generator=None, use_clipped_model_output: bool = True) -> dict:
+    "The optional arguments `scheduler.step` accepts, among a `generator` and `use_clipped_model_output`."
+    accepted = inspect.signature(scheduler.step).parameters
+    wanted = {"generator": generator, "use_clipped_model_output": use_clipped_model_output}
+    return {k: v for k, v in wanted.items() if k in accepted}
 
 # %% ../nbs/00_models.ipynb #a5052626
 def component_subfolder(model_id, component: str, subfolder: str | None = None) -> str | None:
@@ -136,13 +153,56 @@ def component_subfolder(model_id, component: str, subfolder: str | None = None) 
     whole = (Path(model_id).expanduser() / "model_index.json").exists() or str(model_id) == settings.get("sd_model")
     return component if whole else None
 
-# %% ../nbs/00_models.ipynb #2ce677a5
-def save_pretrained_atomic(model, folder) -> Path:
-    "`model.save_pretrained` into `folder`, written beside it and renamed, so a half-written folder never appears."
-    folder = Path(folder); folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        model.save_pretrained(tmp); tmp.chmod(0o755); os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
-    return folder
+# %% ../nbs/00_models.ipynb #a7aa3e6e
+def load_part(cls, setting: str, model_id=None, *, component: str | None = None, device=None, dtype=None,
+              subfolder=None, verbose: bool = True, what: str | None = None, alternative: str = "", **kwargs):
+    "`cls` from `model_id` (Hub id or folder; default: setting `setting`), its `component` of a whole SD checkpoint."
+    model_id = str(settings.get(setting, model_id))
+    subfolder = component_subfolder(model_id, component, subfolder) if component else subfolder
+    options, where = kwargs | ({"subfolder": subfolder} if subfolder else {}), model_id + (f"/{subfolder}" if subfolder else "")
+    load = lambda **dtype_arg: load_pretrained(cls, model_id, alternative=alternative, what=what, **dtype_arg, **options)
+    if issubclass(cls, transformers.PreTrainedModel): part, where = complete_transformers_model(load, dtype, where)
+    else: part = load(torch_dtype=dtype)
+    if verbose: print(f"{what or cls.__name__} from {where}")
+    part = part.to(get_device(device))
+    return part.eval() if isinstance(part, torch.nn.Module) else part
+
+# %% ../nbs/00_models.ipynb #9097eaf2
+def complete_transformers_model(load, dtype, where: str):
+    "`load(dtype=...)` of a transformers model, quietly, refusing one with missing weights; (model, `where` + what it skipped)."
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # its own report of unused weights: we count them below instead
+    try: model, report = load(dtype=dtype, output_loading_info=True)
+    finally: transformers.logging.set_verbosity(verbosity)
+    if report["missing_keys"]:
+        raise ValueError(f"`model_id` {where!r} holds no complete {type(model).__name__}: {len(report['missing_keys'])} "
+                         f"weights missing, e.g. {sorted(report['missing_keys'])[0]!r}.")
+    skipped = len(report["unexpected_keys"])
+    return model, where + (f" (skipped {skipped} tensors it does not use)" if skipped else "")
+
+# %% ../nbs/00_models.ipynb #9084db97
+SD_ALTERNATIVE = ("for offline work use course_lib.models.tiny_sd_pipeline() (random weights), or point "
+                  "COURSE_SD_MODEL / sd_model in settings.ini at a folder saved with save_pretrained.")
+VAE_ALTERNATIVE = ("for offline work use course_lib.models.tiny_sd_components()['vae'] (random weights), train one "
+                   "with fashion_vae(), or point COURSE_VAE_MODEL / vae_model in settings.ini at a folder saved with "
+                   "save_pretrained.")
+TEXT_ENCODER_ALTERNATIVE = ("for offline work use course_lib.text.tiny_text_encoder() (random weights) or "
+                            "caption_encoder() (trained on this machine), or point COURSE_CLIP_MODEL / clip_model in "
+                            "settings.ini at a folder saved with save_pretrained.")
+
+# %% ../nbs/00_models.ipynb #9043f696
+def load_sd_pipeline(model_id=None, device=None, dtype=None, verbose: bool = True, what: str | None = "SD pipeline") -> StableDiffusionPipeline:
+    "A `StableDiffusionPipeline` (no safety checker) from `model_id` (Hub id or folder; settings: `sd_model`)."
+    return load_part(StableDiffusionPipeline, "sd_model", model_id, device=device, dtype=dtype, verbose=verbose, what=what,
+                     alternative=SD_ALTERNATIVE, safety_checker=None, requires_safety_checker=False)
+
+def load_vae(model_id=None, device=None, dtype=None, subfolder=None, verbose: bool = True, what: str | None = "VAE") -> AutoencoderKL:
+    "An `AutoencoderKL` from `model_id` (Hub id or folder; settings: `vae_model`), or the `vae/` of a whole checkpoint."
+    return load_part(AutoencoderKL, "vae_model", model_id, component="vae", device=device, dtype=dtype, subfolder=subfolder,
+                     verbose=verbose, what=what, alternative=VAE_ALTERNATIVE)
+
+def load_text_encoder(model_id=None, device=None, dtype=None, subfolder=None, verbose: bool = True,
+                      what: str | None = "text encoder") -> CLIPTextModel:
+    "A `CLIPTextModel` from `model_id` (Hub id or folder; settings: `clip_model`), or the `text_encoder/` of a checkpoint."
+    return load_part(CLIPTextModel, "clip_model", model_id, component="text_encoder", device=device, dtype=dtype,
+                     subfolder=subfolder, verbose=verbose, what=what, alternative=TEXT_ENCODER_ALTERNATIVE)

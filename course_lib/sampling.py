@@ -8,25 +8,23 @@ Docs: https://sd-course.github.io/course_lib/sampling.html.md"""
 
 # %% ../nbs/04_sampling.ipynb #dc5adaf9
 from __future__ import annotations
-import copy, math
+import copy
 
 import pandas as pd
 import torch
-from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, LMSDiscreteScheduler, PNDMScheduler, UNet2DConditionModel)
-from diffusers.image_processor import VaeImageProcessor
+from diffusers import UNet2DConditionModel
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from .conditioning import step_kwargs
-from .core import check_choice, make_generator
-from .latents import downsampling_factor
+from .core import check_choice, check_guidance_scale, make_generator
+from .latents import decode
+from .models import downsampling_factor, step_kwargs
 from .text import check_prompts, encode_prompt
 
 # %% auto #0
-__all__ = ['UNET_CONFIGS', 'SD_PARTS', 'SCHEDULERS', 'OUTPUT_TYPES', 'unet_config', 'meta_unet', 'cross_attention_map', 'guide',
-           'sd_parts', 'make_scheduler', 'check_sampling_args', 'prepare_latents', 'decode_latents', 'generate']
+__all__ = ['UNET_CONFIGS', 'SD_PARTS', 'OUTPUT_TYPES', 'unet_config', 'meta_unet', 'cross_attention_map', 'guide', 'sd_parts',
+           'check_sampling_args', 'prepare_latents', 'denoise', 'generate']
 
 # %% ../nbs/04_sampling.ipynb #1167b099
 UNET_CONFIGS = {  # as in the checkpoints' unet/config.json
@@ -88,16 +86,6 @@ def sd_parts(pipe) -> dict:
                          f"missing: {', '.join(missing)}.")
     return {name: parts[name] for name in SD_PARTS}
 
-# %% ../nbs/04_sampling.ipynb #9f078e36
-SCHEDULERS = {"pndm": (PNDMScheduler, {}), "ddim": (DDIMScheduler, {"clip_sample": False, "set_alpha_to_one": False}),
-              "euler": (EulerDiscreteScheduler, {}), "euler_a": (EulerAncestralDiscreteScheduler, {}),
-              "lms": (LMSDiscreteScheduler, {}), "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"})}
-
-def make_scheduler(kind: str, config) -> object:
-    "A diffusers scheduler of `kind` (see `SCHEDULERS`) with the noise schedule of `config` (a scheduler's config)."
-    cls, overrides = SCHEDULERS[check_choice("kind", kind, tuple(SCHEDULERS))]
-    return cls.from_config(config, **overrides)
-
 # %% ../nbs/04_sampling.ipynb #f3561445
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -109,8 +97,7 @@ def check_sampling_args(height, width, vae_factor, num_inference_steps, guidance
             raise ValueError(f"`{name}` must be a positive multiple of the VAE's factor {vae_factor}; got {side!r}.")
     if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
         raise ValueError(f"`num_inference_steps` must be an int >= 1; got {num_inference_steps!r}.")
-    if not isinstance(guidance_scale, (int, float)) or math.isnan(guidance_scale) or guidance_scale < 0:
-        raise ValueError(f"`guidance_scale` must be a number >= 0 (1 = no guidance); got {guidance_scale!r}.")
+    check_guidance_scale(guidance_scale)
     if not isinstance(guidance_rescale, (int, float)) or not 0 <= guidance_rescale <= 1:
         raise ValueError(f"`guidance_rescale` must be a number in [0, 1]; got {guidance_rescale!r}.")
     check_choice("output_type", output_type, OUTPUT_TYPES)
@@ -125,11 +112,17 @@ def prepare_latents(unet, scheduler, batch_size: int, height: int, width: int, v
     return randn_tensor(shape, generator=generator, device=unet.device, dtype=dtype) * scheduler.init_noise_sigma
 
 # %% ../nbs/04_sampling.ipynb #5989a6c7
-def decode_latents(vae, latents: torch.Tensor, output_type: str = "pil"):
-    "Step 4: latents -> images as `output_type` ('pil', 'np', 'pt' in [0, 1], or 'latent' to skip decoding)."
-    if output_type == "latent": return latents
-    with torch.no_grad(): images = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
-    return VaeImageProcessor(vae_scale_factor=downsampling_factor(vae)).postprocess(images, output_type=output_type)
+def denoise(unet, scheduler, latents: torch.Tensor, embeddings: torch.Tensor, guidance_scale: float,
+            guidance_rescale: float = 0.0, extra_step_kwargs: dict | None = None, callback=None, progress: bool = True):
+    "Step 7: the loop over `scheduler.timesteps`; `embeddings` holds the unconditional half first when guidance is on."
+    guided = len(embeddings) == 2 * len(latents)
+    for i, t in enumerate(tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False)):
+        model_input = scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
+        with torch.no_grad(): noise = unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
+        if guided: noise = guide(*noise.chunk(2), guidance_scale, guidance_rescale)
+        latents = scheduler.step(noise, t, latents, **(extra_step_kwargs or {}), return_dict=False)[0]
+        if callback is not None: callback(i, t, latents)
+    return latents
 
 # %% ../nbs/04_sampling.ipynb #cfe42cf8
 def generate(pipe, prompt, negative_prompt="", *, height: int | None = None, width: int | None = None,
@@ -138,29 +131,20 @@ def generate(pipe, prompt, negative_prompt="", *, height: int | None = None, wid
              prompt_embeds: tuple | None = None, callback=None, progress: bool = True):
     "Images for `prompt` from a Stable Diffusion `pipe` (or dict of parts), the loop of `StableDiffusionPipeline.__call__`."
     parts = sd_parts(pipe)
-    unet, vae, scheduler = parts["unet"], parts["vae"], copy.deepcopy(scheduler or parts["scheduler"])
-    vae_factor = downsampling_factor(vae)
-    default_side = unet.config.sample_size * vae_factor  # 512 for SD 1.5
-    height, width = default_side if height is None else height, default_side if width is None else width
+    unet, vae, scheduler, vae_factor = parts["unet"], parts["vae"], copy.deepcopy(scheduler or parts["scheduler"]), downsampling_factor(parts["vae"])
+    # 0. default height and width to the UNet's (512 for SD 1.5)
+    height, width = (unet.config.sample_size * vae_factor if side is None else side for side in (height, width))
+    # 1.-2. check inputs; the batch size
     generator = make_generator(seed, "cpu") if generator is None and seed is not None else generator
     batch_size = len(prompt_embeds[1]) if prompt_embeds else len(check_prompts(prompt))
-    check_sampling_args(height, width, vae_factor, num_inference_steps, guidance_scale, guidance_rescale,
-                        output_type, generator, batch_size)
-    # 1. encode the prompt (or reuse embeddings computed before)
-    uncond, cond = prompt_embeds or encode_prompt(parts["tokenizer"], parts["text_encoder"], prompt, negative_prompt,
-                                                  device=unet.device)
-    use_uncond = guidance_scale != 1  # at exactly 1 the unconditional prediction cancels out: skip it
-    embeddings = torch.cat([uncond, cond]) if use_uncond else cond
-    # 2. timesteps, then latents
+    check_sampling_args(height, width, vae_factor, num_inference_steps, guidance_scale, guidance_rescale, output_type, generator, batch_size)
+    # 3. encode the prompt (or reuse embeddings computed before); at exactly 1 the unconditional half cancels out: skip it
+    uncond, cond = prompt_embeds or encode_prompt(parts["tokenizer"], parts["text_encoder"], prompt, negative_prompt, device=unet.device)
+    embeddings = torch.cat([uncond, cond]) if guidance_scale != 1 else cond
+    # 4. timesteps, 5. latents, 6. the step's extra arguments (DDIM: no clipped-output recomputation, as diffusers)
     scheduler.set_timesteps(num_inference_steps, device=unet.device)
     latents = prepare_latents(unet, scheduler, len(cond), height, width, vae_factor, generator, cond.dtype)
-    # 3. the loop: scale input, predict, guide, step (DDIM's own default: no clipped-output recomputation, as diffusers)
     extra_step_kwargs = step_kwargs(scheduler, generator, use_clipped_model_output=False)
-    for i, t in enumerate(tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False)):
-        model_input = scheduler.scale_model_input(torch.cat([latents] * 2) if use_uncond else latents, t)
-        with torch.no_grad(): noise = unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
-        if use_uncond: noise = guide(*noise.chunk(2), guidance_scale, guidance_rescale)
-        latents = scheduler.step(noise, t, latents, **extra_step_kwargs, return_dict=False)[0]
-        if callback is not None: callback(i, t, latents)
-    # 4. decode
-    return decode_latents(vae, latents, output_type)
+    # 7. the denoising loop, then decode
+    latents = denoise(unet, scheduler, latents, embeddings, guidance_scale, guidance_rescale, extra_step_kwargs, callback, progress)
+    return latents if output_type == "latent" else decode(vae, latents, output_type)

@@ -7,26 +7,25 @@ Docs: https://sd-course.github.io/course_lib/text.html.md"""
 
 # %% ../nbs/03_text.ipynb #c8105c7c
 from __future__ import annotations
-import hashlib, json, random, time, warnings
+import json, random, warnings
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 import transformers
 from transformers import CLIPTextConfig, CLIPTextModel
-from tqdm.auto import tqdm
 
-from .core import get_device, load_pretrained, note_source, settings
+from .core import get_device, note_source, seeded
 from .data import FASHION_CLASSES
-from .models import TINY_TEXT_ENCODER, component_subfolder, load_clip_tokenizer, save_pretrained_atomic
+from .models import TINY_TEXT_ENCODER, load_clip_tokenizer, load_text_encoder
+from .training import cache_path, save_pretrained_atomic, train
 
 # %% auto #0
-__all__ = ['TEXT_ENCODER_CONFIGS', 'TEXT_ENCODER_ALTERNATIVE', 'CAPTION_NOUNS', 'CAPTION_WORDS', 'CAPTION_TEMPLATES',
-           'CLASS_PROMPTS', 'CAPTION_ENCODER', 'check_prompts', 'PromptTruncatedWarning', 'dropped_text', 'tokenize',
-           'token_table', 'merge_ranks', 'merge_pair', 'bpe_steps', 'text_encoder_config', 'load_text_encoder',
-           'tiny_text_encoder', 'plot_hidden_states', 'text_states', 'encode_prompt', 'pooled_embeddings',
-           'prompt_similarity', 'plot_similarity', 'fashion_captions', 'caption_logits', 'caption_accuracy',
-           'train_caption_encoder', 'caption_encoder_path', 'caption_encoder']
+__all__ = ['TEXT_ENCODER_CONFIGS', 'CAPTION_NOUNS', 'CAPTION_WORDS', 'CAPTION_TEMPLATES', 'CLASS_PROMPTS', 'CAPTION_ENCODER',
+           'check_prompts', 'PromptTruncatedWarning', 'dropped_text', 'tokenize', 'token_table', 'merge_ranks',
+           'merge_pair', 'bpe_steps', 'text_encoder_config', 'tiny_text_encoder', 'plot_hidden_states', 'text_states',
+           'encode_prompt', 'pooled_embeddings', 'prompt_similarity', 'plot_similarity', 'fashion_captions',
+           'caption_logits', 'caption_accuracy', 'train_caption_encoder', 'caption_encoder_path', 'caption_encoder']
 
 # %% ../nbs/03_text.ipynb #48c6bca4
 def check_prompts(prompts, name: str = "prompt") -> list[str]:
@@ -111,35 +110,10 @@ def text_encoder_config(kind: str = "sd1", **overrides) -> CLIPTextConfig:
         raise ValueError(f"`kind` must be one of {', '.join(map(repr, TEXT_ENCODER_CONFIGS))}; got {kind!r}.")
     return CLIPTextConfig(**(TEXT_ENCODER_CONFIGS[kind] | overrides))
 
-# %% ../nbs/03_text.ipynb #0da701c2
-TEXT_ENCODER_ALTERNATIVE = ("for offline work use course_lib.text.tiny_text_encoder() (random weights) or "
-                            "caption_encoder() (trained on this machine), or point COURSE_CLIP_MODEL / clip_model in "
-                            "settings.ini at a folder saved with save_pretrained.")
-
-def load_text_encoder(model_id=None, device=None, dtype=None, subfolder=None, verbose: bool = True,
-                      what: str | None = "text encoder") -> CLIPTextModel:
-    "The `CLIPTextModel` (eval mode) from `model_id` (Hub id or folder; settings: `clip_model`) on `device` in `dtype`."
-    model_id = str(settings.get("clip_model", model_id))
-    subfolder = component_subfolder(model_id, "text_encoder", subfolder)
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # a full CLIP checkpoint's image tower is an expected leftover
-    try: model, info = load_pretrained(CLIPTextModel, model_id, alternative=TEXT_ENCODER_ALTERNATIVE, what=what, dtype=dtype,
-                                       output_loading_info=True, **({"subfolder": subfolder} if subfolder else {}))
-    finally: transformers.logging.set_verbosity(verbosity)
-    if info["missing_keys"]:
-        raise ValueError(f"`model_id`={model_id!r} holds no complete CLIP text encoder: {len(info['missing_keys'])} "
-                         f"weights missing, e.g. {sorted(info['missing_keys'])[0]!r}.")
-    if verbose:
-        skipped = f"; skipped {len(info['unexpected_keys'])} tensors of the image tower" if info["unexpected_keys"] else ""
-        print(f"text encoder from {model_id}{'/' + subfolder if subfolder else ''}: width {model.config.hidden_size}, "
-              f"{model.config.num_hidden_layers} layers, {model.dtype}{skipped}")
-    return model.to(get_device(device)).eval()
-
 # %% ../nbs/03_text.ipynb #ea1abc0d
 def tiny_text_encoder(seed: int = 0, **overrides) -> CLIPTextModel:
     "A small random `CLIPTextModel` (width 32, 2 layers) for the real CLIP tokenizer; the same for the same `seed`."
-    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = CLIPTextModel(CLIPTextConfig(**(TINY_TEXT_ENCODER | overrides))).eval()
     note_source("text encoder", f"random weights (tiny_text_encoder, seed {seed})")
     return model
@@ -244,31 +218,24 @@ def caption_accuracy(tokenizer, text_encoder, captions, labels, batch_size: int 
 # %% ../nbs/03_text.ipynb #1edf867d
 CAPTION_ENCODER = TINY_TEXT_ENCODER | dict(hidden_size=64, intermediate_size=128)  # width 64, 2 layers
 
-def train_caption_encoder(tokenizer, text_encoder, steps: int = 400, batch_size: int = 128,
-                          learning_rate: float = 3e-3, seed: int = 0, progress: bool = True) -> dict:
-    "Train `text_encoder` to match Fashion captions with their class prompts; returns losses and seconds."
+def train_caption_encoder(tokenizer, text_encoder, steps: int = 400, batch_size: int = 128, learning_rate: float = 3e-3,
+                          seed: int = 0, device=None, progress: bool = True) -> dict:
+    "Train `text_encoder` to match Fashion captions with their class prompts, with the course's trainer; its record."
     captions, labels = fashion_captions(steps * batch_size, "train", seed)
-    optimizer = torch.optim.AdamW(text_encoder.parameters(), lr=learning_rate)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    text_encoder.train()
-    record, start = {"losses": []}, time.perf_counter()
-    for step in tqdm(range(steps), desc="training the caption encoder", unit="step", disable=not progress):
-        batch = slice(step * batch_size, (step + 1) * batch_size)
-        logits = caption_logits(tokenizer, text_encoder, captions[batch])
-        loss = F.cross_entropy(logits, labels[batch].to(logits.device))
-        loss.backward(); optimizer.step(); optimizer.zero_grad(); schedule.step()
-        record["losses"].append(loss.item())
-    text_encoder.eval()
-    note_source("caption encoder", f"trained here ({steps} steps)")
-    return record | {"seconds": time.perf_counter() - start}
+    run = dict(epochs=1, steps_per_epoch=steps, batch_size=batch_size, learning_rate=learning_rate,
+               lr_schedule="cosine", warmup_steps=0, mixed_precision="no")
+    def batches(epoch, first_batch):  # one pass over fresh captions: every batch is new
+        return ((captions[i * batch_size:(i + 1) * batch_size], labels[i * batch_size:(i + 1) * batch_size])
+                for i in range(first_batch, steps))
+    loss = lambda model, batch, generator, bf16: F.cross_entropy(caption_logits(tokenizer, model, batch[0]), batch[1].to(model.device))
+    return train(text_encoder, loss, batches, run, seed=seed, device=device, progress=progress, what="caption encoder")
 
 # %% ../nbs/03_text.ipynb #6d414c4b
 def caption_encoder_path(steps: int = 400, seed: int = 0, cache_dir=None):
-    "The cache folder of the caption encoder; its name carries everything that changes the weights."
+    "The cache folder of the caption encoder; its name carries everything that changes the weights (`cache_path`)."
     recipe = dict(config=CAPTION_ENCODER, steps=steps, seed=seed, nouns=CAPTION_NOUNS, words=CAPTION_WORDS,
                   templates=CAPTION_TEMPLATES["train"], prompts=CLASS_PROMPTS)
-    digest = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
-    return settings.get_path("cache_dir", cache_dir) / "models" / f"caption-encoder-{digest}"
+    return cache_path("caption-encoder", recipe, cache_dir=cache_dir)
 
 def caption_encoder(tokenizer=None, steps: int = 400, seed: int = 0, cache_dir=None, device=None,
                     progress: bool = True) -> CLIPTextModel:
@@ -277,8 +244,8 @@ def caption_encoder(tokenizer=None, steps: int = 400, seed: int = 0, cache_dir=N
     if (folder / "config.json").exists():
         note_source("caption encoder", f"trained earlier here, loaded from {folder.name}")
         return load_text_encoder(folder, device, verbose=progress, what=None)
-    model = tiny_text_encoder(seed, **CAPTION_ENCODER).to(get_device(device))
-    record = train_caption_encoder(tokenizer, model, steps, seed=seed, progress=progress)
+    model = tiny_text_encoder(seed, **CAPTION_ENCODER)
+    record = train_caption_encoder(tokenizer, model, steps, seed=seed, device=device, progress=progress)
     if progress: print(f"trained in {record['seconds']:.0f} s, final loss {record['losses'][-1]:.3f}; saved to {folder}")
     save_pretrained_atomic(model, folder)
     return model

@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib.conditioning import make_class_unet, make_sampler
+from course_lib.conditioning import make_class_unet
 from course_lib.data import draw_fashion
 from course_lib.evaluation import (class_accuracy, classifier_outputs, fashion_classifier, fid, frechet_distance,
-                                   guidance_sweep, train_classifier, unit_images)
+                                   guidance_sweep, train_classifier)
+from course_lib.models import make_scheduler
+from course_lib.training import unit_images
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +33,12 @@ def test_the_judge_learns_the_classes(split, judge):
 def test_the_judge_is_cached_per_dataset(split, tmp_path):
     (images, labels), _ = split
     first = fashion_classifier(images[:500], labels[:500], epochs=1, cache_dir=tmp_path, device="cpu", progress=False)
-    cached = list((tmp_path / "checkpoints").iterdir())
+    cached = list((tmp_path / "models").iterdir())
     assert len(cached) == 1 and cached[0].suffix == ".safetensors"
     again = fashion_classifier(images[:500], labels[:500], epochs=1, cache_dir=tmp_path, device="cpu", progress=False)
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
     fashion_classifier(images[:400], labels[:400], epochs=1, cache_dir=tmp_path, device="cpu", progress=False)
-    assert len(list((tmp_path / "checkpoints").iterdir())) == 2  # other data, other judge
+    assert len(list((tmp_path / "models").iterdir())) == 2  # other data, other judge
 
 
 def test_classifier_inputs_are_checked(judge):
@@ -64,7 +66,7 @@ def test_fid_ranks_real_images_above_noise(split, judge):
 
 def test_guidance_sweep_reports_every_scale(split, judge):
     _, (test_images, _) = split
-    table = guidance_sweep(make_class_unet("smoke"), make_sampler("ddim"), judge, unit_images(test_images[:200]),
+    table = guidance_sweep(make_class_unet("smoke"), make_scheduler("ddim"), judge, unit_images(test_images[:200]),
                            scales=(0, 1, 4), n_per_class=2, num_inference_steps=3, progress=False)
     assert list(table.columns) == ["guidance scale", "class accuracy", "FID", "samples", "seconds"]
     assert list(table["guidance scale"]) == [0, 1, 4] and (table["samples"] == 20).all()

@@ -3,16 +3,15 @@ import math
 import pytest
 import torch
 
-from course_lib.conditioning import (checkpoint_path, fashion_batches, generate_from_class, make_class_unet, make_sampler,
-                                     train_class_conditioned)
+from course_lib.conditioning import checkpoint_path, generate_from_class, make_class_unet, train_class_conditioned
 from course_lib.core import settings
 from course_lib.data import draw_fashion
-from course_lib.evaluation import unit_images
-from course_lib.latents import (attention_block, attention_cost, decode, downsampling_factor, draw_sample_scene, encode,
-                                encode_fashion, fashion_vae, fashion_vae_path, generate_latent_class, latent_scaling_factor,
-                                load_sample_scene, load_vae, make_fashion_vae, make_latent_unet, peak_memory, psnr,
+from course_lib.latents import (attention_block, attention_cost, decode, draw_sample_scene, encode, encode_fashion,
+                                fashion_vae, fashion_vae_path, generate_latent_class, latent_scaling_factor,
+                                load_sample_scene, make_fashion_vae, make_latent_unet, peak_memory, psnr,
                                 reconstruction_psnr, train_vae)
-from course_lib.models import tiny_sd_components, tiny_sd_pipeline
+from course_lib.models import downsampling_factor, load_vae, make_scheduler, tiny_sd_components, tiny_sd_pipeline
+from course_lib.training import fashion_batches, unit_images
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +127,10 @@ def test_latent_class_model_trains_and_samples_latents(fashion):
     preset = settings.preset("smoke", "latent")
     record = train_class_conditioned(model, latents, labels[:256], preset, device="cpu", progress=False)
     assert record["step"] == 4 and all(math.isfinite(l) for l in record["losses"])
-    raw = generate_from_class(model, make_sampler("ddim", clip_sample=False), [1, 2], 2, guidance_scale=2, num_inference_steps=3,
+    raw = generate_from_class(model, make_scheduler("ddim", clip_sample=False), [1, 2], 2, guidance_scale=2, num_inference_steps=3,
                               generator=torch.Generator().manual_seed(0), progress=False, output_type="latent")
     assert raw.shape == (4, 4, 8, 8) and raw.abs().max() > 1  # not clamped to [-1, 1] like images
-    images_out = generate_latent_class(model, vae, make_sampler("ddim", clip_sample=False), [1, 2], 2, guidance_scale=2,
+    images_out = generate_latent_class(model, vae, make_scheduler("ddim", clip_sample=False), [1, 2], 2, guidance_scale=2,
                                        num_inference_steps=3, generator=torch.Generator().manual_seed(0), progress=False)
     torch.testing.assert_close(images_out, decode(vae, raw))
     assert images_out.shape == (4, 1, 32, 32)
@@ -145,12 +144,12 @@ def test_fashion_batches_pass_latents_through_unflipped():
     with pytest.raises(ValueError, match="or float latents"): next(fashion_batches(torch.zeros(4, 8, 8), labels[:4]))
 
 
-def test_make_sampler_overrides_and_checkpoint_names():
-    assert make_sampler("ddim").config.clip_sample is True and make_sampler("ddim", clip_sample=False).config.clip_sample is False
+def test_make_scheduler_overrides_and_checkpoint_names():
+    assert make_scheduler("ddim").config.clip_sample is True and make_scheduler("ddim", clip_sample=False).config.clip_sample is False
     images, labels = torch.zeros(8, 4, 8, 8), torch.zeros(8, dtype=torch.long)
     preset = settings.preset("smoke", "latent")
     path = checkpoint_path(preset, images, labels, kind="latent-unet-smoke")
-    assert path.name.startswith("latent-unet-smoke-custom-data")
+    assert path.name.startswith("latent-unet-smoke-smoke-v")  # a named preset passed as its values
     wider = preset | {"block_out_channels": (32, 64, 64)}
     assert checkpoint_path(wider, images, labels, kind="latent-unet-smoke") != path  # another architecture, another file
     assert make_class_unet(preset, in_channels=4, sample_size=8).config.out_channels == 4

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 import torch
 
-from course_lib.core import DEFAULT_SETTINGS, SOURCES_USED, HubUnavailableError
+from course_lib.core import DEFAULTS_FILE, SOURCES_USED, HubUnavailableError, read_settings
 from course_lib.models import (CLIP_MERGES, PACKAGED_CLIP_BPE, clip_tokenizer_from_bpe, clip_vocab_and_merges,
                                find_clip_bpe, load_clip_tokenizer, load_sd_pipeline, tiny_sd_components,
                                tiny_sd_pipeline)
@@ -64,7 +64,7 @@ def test_packaged_merge_list_is_clips_own_file_with_its_notice():
     notice = (PACKAGED_CLIP_BPE.parent / "NOTICE-CLIP.md").read_text()
     assert "github.com/openai/CLIP" in notice and "MIT License" in notice and "Copyright (c) 2021 OpenAI" in notice
     assert CLIP_BPE_SHA256 in notice
-    assert DEFAULT_SETTINGS["data"]["clip_bpe"] == ""  # no setting: the packaged copy
+    assert read_settings(DEFAULTS_FILE)["data"]["clip_bpe"] == ""  # no setting: the packaged copy
 
 
 def test_tokenizer_from_the_packaged_file_with_no_settings_and_no_environment(tmp_path):

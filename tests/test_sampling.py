@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from course_lib.models import clip_tokenizer_from_bpe, tiny_sd_pipeline
-from course_lib.sampling import (SCHEDULERS, cross_attention_map, generate, guide, make_scheduler, meta_unet,
-                                 sd_parts)
+from course_lib.models import SCHEDULERS, make_scheduler
+from course_lib.sampling import cross_attention_map, generate, guide, meta_unet, sd_parts
 from course_lib.text import encode_prompt
 
 SIZE = dict(height=64, width=64, num_inference_steps=6)
@@ -83,7 +83,7 @@ def test_callback_sees_every_step(pipe):
     (dict(width=0), "`width` must be"),
     (dict(num_inference_steps=0), "`num_inference_steps` must be an int >= 1"),
     (dict(num_inference_steps=2.5), "`num_inference_steps`"),
-    (dict(guidance_scale=float("nan")), "`guidance_scale` must be a number >= 0"),
+    (dict(guidance_scale=float("nan")), "`guidance_scale` must be a finite number >= 0"),
     (dict(guidance_scale=-0.5), "`guidance_scale`"),
     (dict(guidance_rescale=1.5), "`guidance_rescale` must be a number in \\[0, 1\\]"),
     (dict(output_type="jpeg"), "`output_type` must be one of 'pil', 'np', 'pt', 'latent'"),

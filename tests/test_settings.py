@@ -4,7 +4,7 @@ import tomllib
 import pytest
 import yaml
 
-from course_lib.core import (DEFAULT_SETTINGS, SETTINGS_HEADER, CourseSettings, find_settings_file, is_preset_section,
+from course_lib.core import (DEFAULTS_FILE, SETTINGS_HEADER, CourseSettings, find_settings_file, is_preset_section, read_settings,
                              parse_value)
 from conftest import ROOT
 
@@ -18,7 +18,7 @@ def test_precedence_argument_env_file_default(tmp_path, monkeypatch):
     s = CourseSettings(write_settings(tmp_path / "settings.ini", "[runtime]\ndevice = cpu\n"))
     monkeypatch.delenv("COURSE_DEVICE", raising=False)
     assert s.get("device") == "cpu" and s.origin("device") == str(tmp_path / "settings.ini")
-    assert s.get("hub_timeout") == DEFAULT_SETTINGS["runtime"]["hub_timeout"]
+    assert s.get("hub_timeout") == read_settings(DEFAULTS_FILE)["runtime"]["hub_timeout"] == "2"
     assert s.origin("hub_timeout") == "built-in default"
     monkeypatch.setenv("COURSE_DEVICE", "mps")
     assert s.get("device") == "mps" and s.device == "mps"
@@ -59,15 +59,37 @@ def test_find_settings_skips_foreign_settings_ini(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="COURSE_SETTINGS"): find_settings_file(tmp_path)
 
 
-def test_repo_settings_ini_documents_every_setting():
-    text = (ROOT / "settings.ini").read_text(encoding="utf-8")
+def test_the_packaged_defaults_are_the_one_source_and_document_every_setting():
+    text = DEFAULTS_FILE.read_text(encoding="utf-8")
     assert SETTINGS_HEADER in text[:1000] and "nbdev does not read this file" in text
-    parser = configparser.ConfigParser(interpolation=None); parser.read_string(text)
-    assert {s: set(parser[s]) for s in parser.sections()} == {s: set(v) for s, v in DEFAULT_SETTINGS.items()}
-    assert parser["data"]["fashion_hub_id"] == "zalando-datasets/fashion_mnist"
-    assert parser["models"]["sd_model"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    names = [k for s in parser.sections() if not is_preset_section(s) for k in parser[s]]
+    defaults = read_settings(DEFAULTS_FILE)
+    assert defaults["data"]["fashion_hub_id"] == "zalando-datasets/fashion_mnist"
+    assert defaults["models"]["sd_model"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    names = [k for s in defaults.sections() if not is_preset_section(s) for k in defaults[s]]
     assert len(names) == len(set(names)), "each COURSE_<NAME> variable must name one setting"
+    lines = text.splitlines()
+    for i, line in enumerate(lines):  # every setting outside the presets has a comment line somewhere above it in its section
+        if "=" in line and not line.startswith("#") and not any(l.startswith("[preset") or l.startswith("[vae") or
+                                                                  l.startswith("[latent") for l in lines[:i] if l.startswith("[")):
+            section = max(j for j in range(i) if lines[j].startswith("["))
+            assert any(l.startswith("#") for l in lines[section:i]), f"undocumented setting: {line}"
+
+
+def test_settings_without_a_file_are_the_packaged_defaults_value_for_value(tmp_path, monkeypatch):
+    for name in [v for v in __import__("os").environ if v.startswith("COURSE_")]: monkeypatch.delenv(name)
+    monkeypatch.setenv("COURSE_SETTINGS", str(write_settings(tmp_path / "empty.ini", "")))
+    settings, defaults = CourseSettings(), read_settings(DEFAULTS_FILE)
+    for section in defaults.sections():
+        for name, value in defaults[section].items():
+            got = settings.preset(section.split(".", 1)[1], section.split(".")[0]) [name] if is_preset_section(section) else settings.get(name)
+            assert got == (parse_value(value) if is_preset_section(section) else value), (section, name)
+
+
+def test_the_checkout_settings_ini_is_yours_and_sets_only_known_settings():
+    text = (ROOT / "settings.ini").read_text(encoding="utf-8")
+    assert SETTINGS_HEADER in text[:1000] and "course_lib/settings.ini" in text
+    yours, defaults = read_settings(ROOT / "settings.ini"), read_settings(DEFAULTS_FILE)
+    assert all(section in defaults and set(yours[section]) <= set(defaults[section]) for section in yours.sections())
 
 
 def test_parse_value():

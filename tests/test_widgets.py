@@ -1,7 +1,7 @@
 import pytest
 
-from course_lib.models import clip_tokenizer_from_bpe, tiny_sd_pipeline
-from course_lib.sampling import generate, make_scheduler
+from course_lib.models import clip_tokenizer_from_bpe, make_scheduler, tiny_sd_pipeline
+from course_lib.sampling import generate
 from course_lib.widgets import GUIDANCE_RANGE, guidance_explorer, png_bytes
 
 SIZE = dict(height=64, width=64)
