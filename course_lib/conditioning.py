@@ -26,8 +26,8 @@ from .training import cache_path, epoch_batches, prefixed, preset_label, preset_
 # %% auto #0
 __all__ = ['N_CLASSES', 'NULL_CLASS', 'original_transform', 'original_loader', 'make_class_unet', 'diffusion_loss',
            'load_class_unet', 'run_settings', 'check_null_label', 'train_class_conditioned', 'checkpoint_path',
-           'check_class_model', 'check_class_labels', 'check_guidance_model', 'check_steps', 'generate_from_class',
-           'guidance_grid']
+           'check_class_model', 'check_class_labels', 'check_guidance_model', 'check_steps', 'check_class_request',
+           'guided_noise', 'generate_from_class', 'guidance_grid']
 
 # %% ../nbs/01_conditioning.ipynb #8decbf51
 def original_transform(image, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -157,6 +157,28 @@ def check_steps(num_inference_steps, scheduler) -> int:
         raise ValueError(f"`num_inference_steps` must be an int from 1 to {most}; got {num_inference_steps!r}.")
     return int(steps)
 
+# %% ../nbs/01_conditioning.ipynb #cb1dd665
+def check_class_request(model, class_label, n_samples, guidance_scale, mixed_precision, output_type) -> tuple[list[int], float]:
+    "The checked class labels and guidance scale of a `generate_from_class` call; a `ValueError` naming any bad argument."
+    labels, scale = check_class_labels(class_label), check_guidance_model(model, guidance_scale)
+    if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise ValueError(f"`n_samples` must be a positive int; got {n_samples!r}.")
+    check_choice("mixed_precision", mixed_precision, ("no", "bf16"))
+    check_choice("output_type", output_type, ("image", "latent"))
+    return labels, scale
+
+# %% ../nbs/01_conditioning.ipynb #48f6c7cd
+def guided_noise(model, model_input: torch.Tensor, t, cond: torch.Tensor, scale: float, mixed_precision: str = "no") -> torch.Tensor:
+    "The noise `model` predicts for `model_input` at step `t`, guided towards the labels `cond` with `scale`."
+    uncond = torch.full_like(cond, NULL_CLASS)
+    labels = cond if scale == 1 else uncond if scale == 0 else torch.cat([uncond, cond])
+    batch = model_input.repeat(len(labels) // len(cond), 1, 1, 1)
+    with torch.autocast(model_input.device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16"):
+        noise = model(batch, t, class_labels=labels).sample.float()
+    if len(labels) == len(cond): return noise
+    noise_uncond, noise_cond = noise.chunk(2)
+    return noise_uncond + scale * (noise_cond - noise_uncond)  # classifier-free guidance
+
 # %% ../nbs/01_conditioning.ipynb #1cb35de4
 @torch.no_grad()
 def generate_from_class(model, scheduler, class_label, n_samples: int = 8, guidance_scale: float = 1.0,
@@ -164,29 +186,15 @@ def generate_from_class(model, scheduler, class_label, n_samples: int = 8, guida
                         mixed_precision: str = "no", use_clipped_model_output: bool = True, progress: bool = True,
                         output_type: str = "image") -> torch.Tensor:
     "`n_samples` images (B×1×32×32 in [0, 1]; raw samples for `output_type`='latent') of each class in `class_label`, with CFG."
-    labels = check_class_labels(class_label)
-    scale = check_guidance_model(model, guidance_scale)
+    labels, scale = check_class_request(model, class_label, n_samples, guidance_scale, mixed_precision, output_type)
     scheduler.set_timesteps(check_steps(num_inference_steps, scheduler))
-    if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise ValueError(f"`n_samples` must be a positive int; got {n_samples!r}.")
-    check_choice("mixed_precision", mixed_precision, ("no", "bf16"))
-    check_choice("output_type", output_type, ("image", "latent"))
     device = next(model.parameters()).device
     cond = torch.tensor(labels, device=device).repeat_interleave(n_samples)
-    uncond = torch.full_like(cond, NULL_CLASS)
-    # scale 1 needs only the conditional prediction and scale 0 only the unconditional one; else both, in one batch
-    model_labels = cond if scale == 1 else uncond if scale == 0 else torch.cat([uncond, cond])
     shape = (len(cond), model.config.in_channels, model.config.sample_size, model.config.sample_size)
     sample = randn_tensor(shape, generator=generator, device=device) * scheduler.init_noise_sigma
     extra = step_kwargs(scheduler, generator, use_clipped_model_output)
     for t in tqdm(scheduler.timesteps, desc=f"sampling {len(cond)}", disable=not progress, leave=False):
-        model_input = sample.repeat(len(model_labels) // len(cond), 1, 1, 1)
-        model_input = scheduler.scale_model_input(model_input, t)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16"):
-            noise_pred = model(model_input, t, class_labels=model_labels).sample.float()
-        if len(model_labels) > len(cond):
-            noise_uncond, noise_cond = noise_pred.chunk(2)
-            noise_pred = noise_uncond + scale * (noise_cond - noise_uncond)  # classifier-free guidance
+        noise_pred = guided_noise(model, scheduler.scale_model_input(sample, t), t, cond, scale, mixed_precision)
         sample = scheduler.step(noise_pred, t, sample, **extra).prev_sample
     return sample if output_type == "latent" else (sample.clamp(-1, 1) + 1) / 2
 

@@ -7,7 +7,7 @@ Docs: https://sd-course.github.io/course_lib/core.html.md"""
 # %% ../nbs/00_core.ipynb #fe48b53e
 from __future__ import annotations
 import configparser, contextlib, functools, importlib.resources, importlib.util, math, os, threading
-import urllib.error, urllib.request
+import time, urllib.error, urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ from fastcore.basics import patch
 import torch
 from PIL import Image
 import matplotlib.pyplot as plt
-import huggingface_hub
+import huggingface_hub, huggingface_hub.constants  # the submodule is loaded lazily otherwise
 
 # %% auto #0
 __all__ = ['DEFAULTS_FILE', 'SETTINGS_HEADER', 'PRESET_FAMILIES', 'settings', 'STREAMS', 'SOURCES_USED', 'check_choice',
@@ -83,8 +83,9 @@ PRESET_FAMILIES = ("preset", "vae", "latent")  # [preset.cpu]: chapter 1's UNet;
 
 def is_preset_section(section: str) -> bool: return section.split(".")[0] in PRESET_FAMILIES and "." in section
 
+# %% ../nbs/00_core.ipynb #a00120f3
 class CourseSettings:
-    "The course's settings: explicit argument > `COURSE_*` environment variable > `settings.ini` > built-in default."
+    "The course's settings: explicit argument > `COURSE_*` environment variable > your `settings.ini` > the defaults."
     def __init__(self, file=None):
         self.file = Path(file) if file else find_settings_file()
         self.parser = read_settings(DEFAULTS_FILE)
@@ -93,26 +94,32 @@ class CourseSettings:
         self.set_in_file = {(s, k) for s in from_file.sections() for k in from_file[s]}
         self.root = self.file.parent.resolve() if self.file else Path.cwd()
 
-    @property
-    def names(self): return [k for s in self.parser.sections() if not is_preset_section(s) for k in self.parser[s]]
-    @property
-    def presets(self): return self.preset_names("preset")
-    def preset_names(self, family="preset"):
-        return [s.split(".", 1)[1] for s in self.parser.sections() if s.startswith(f"{check_choice('family', family, PRESET_FAMILIES)}.")]
-
-    def section_of(self, name):
-        for section in self.parser.sections():
-            if not is_preset_section(section) and name in self.parser[section]: return section
-        raise KeyError(f"No course setting {name!r}; the settings are: {', '.join(self.names)}.")
-
     def __getattr__(self, name):  # settings.device is settings.get("device")
         if name.startswith("_") or name in ("parser", "file", "set_in_file", "root"): raise AttributeError(name)
         try: return self.get(name)
         except KeyError as e: raise AttributeError(str(e)) from None
 
-    def __repr__(self):
-        rows = [f"  {n} = {self.get(n)!r}  ({self.origin(n)})" for n in self.names]
-        return f"CourseSettings from {self.file or 'built-in defaults'}:\n" + "\n".join(rows) + f"\n  presets: {self.presets}"
+# %% ../nbs/00_core.ipynb #dc0678e8
+@patch(as_prop=True)
+def names(self: CourseSettings) -> list[str]:
+    "Every setting's name (preset values aside)."
+    return [k for s in self.parser.sections() if not is_preset_section(s) for k in self.parser[s]]
+
+@patch
+def preset_names(self: CourseSettings, family: str = "preset") -> list[str]:
+    "The presets of `family`, e.g. ['smoke', 'cpu', 'gpu']."
+    return [s.split(".", 1)[1] for s in self.parser.sections() if s.startswith(f"{check_choice('family', family, PRESET_FAMILIES)}.")]
+
+@patch(as_prop=True)
+def presets(self: CourseSettings) -> list[str]: return self.preset_names("preset")
+
+# %% ../nbs/00_core.ipynb #2146be5b
+@patch
+def section_of(self: CourseSettings, name: str) -> str:
+    "The section that holds setting `name`, or a `KeyError` listing the settings there are."
+    for section in self.parser.sections():
+        if not is_preset_section(section) and name in self.parser[section]: return section
+    raise KeyError(f"No course setting {name!r}; the settings are: {', '.join(self.names)}.")
 
 # %% ../nbs/00_core.ipynb #f13bacb2
 def env_setting(var):
@@ -122,17 +129,23 @@ def env_setting(var):
 
 @patch
 def get(self: CourseSettings, name, value=None):
-    "`value` if given, else `$COURSE_<NAME>`, else the settings file's (or built-in) string."
+    "`value` if given, else `$COURSE_<NAME>`, else your settings file's, else the default (all strings)."
     if value is not None: return value
     if (env := env_setting(f"COURSE_{name.upper()}")) is not None: return env
     return self.parser[self.section_of(name)][name]
 
+# %% ../nbs/00_core.ipynb #e3b6fcea
 @patch
 def origin(self: CourseSettings, name, value=None):
     "Where `get(name, value)` takes its value from, in words."
     if value is not None: return "argument"
     if env_setting(f"COURSE_{name.upper()}") is not None: return f"environment variable COURSE_{name.upper()}"
     return f"{self.file}" if (self.section_of(name), name) in self.set_in_file else "built-in default"
+
+@patch
+def __repr__(self: CourseSettings):
+    rows = [f"  {n} = {self.get(n)!r}  ({self.origin(n)})" for n in self.names]
+    return f"CourseSettings from {self.file or 'built-in defaults'}:\n" + "\n".join(rows) + f"\n  presets: {self.presets}"
 
 # %% ../nbs/00_core.ipynb #0f57c89e
 @patch
@@ -199,6 +212,7 @@ def to_uint8(array: np.ndarray, value_range=None) -> np.ndarray:
     lo, hi = value_range or ((-1.0, 1.0) if array.min() < 0 else (0.0, 1.0))
     return (np.clip((array.astype(np.float32) - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8)
 
+# %% ../nbs/00_core.ipynb #1bf69ec3
 def batch_hwc(images) -> np.ndarray:
     "A tensor or array holding one image or a batch, as a B×H×W×C numpy array."
     if isinstance(images, torch.Tensor):
@@ -328,6 +342,7 @@ def cached_snapshot(repo_id: str, alternative: str, repo_type: str = "model") ->
     try: return Path(huggingface_hub.snapshot_download(repo_id, repo_type=repo_type, local_files_only=True))
     except (OSError, ValueError) as e: raise hub_error(repo_id, alternative) from e
 
+# %% ../nbs/00_core.ipynb #dd22e39f
 def load_pretrained(cls, name_or_path, *, alternative: str, what: str | None = None, **kwargs):
     "`cls.from_pretrained(name_or_path, **kwargs)`, failing fast with `alternative` when the Hub is out of reach."
     if (local := Path(name_or_path).expanduser().is_dir()) or hub_reachable():

@@ -22,9 +22,9 @@ __all__ = ['FASHION_CLASSES', 'SPLITS', 'SOURCES', 'IDX_MD5', 'IDX_DTYPES', 'IDX
            'NOTHING', 'DRAWERS', 'OFFLINE_VERSION', 'OFFLINE_SIZES', 'fashion_features', 'fashion_dataset',
            'unpack_idx', 'read_idx', 'fashion_search_dirs', 'find_idx', 'load_local_fashion', 'load_hub_fashion',
            'sd_box', 'sd_segment', 'sd_ellipse', 'sd_trapezoid', 'sd_ring', 'subtract', 'Params', 'line_shade',
-           'torso_neck_sleeves', 'draw_tshirt', 'draw_shirt', 'draw_pullover', 'draw_coat', 'draw_dress',
-           'draw_trouser', 'sole', 'shoe_upper', 'draw_sneaker', 'draw_boot', 'draw_sandal', 'draw_bag',
-           'garment_coords', 'fabric', 'render_garments', 'draw_fashion', 'load_offline_fashion', 'load_fashion_mnist',
+           'garment_coords', 'fabric', 'render_garments', 'torso_neck_sleeves', 'draw_tshirt', 'draw_shirt',
+           'draw_pullover', 'draw_coat', 'draw_dress', 'draw_trouser', 'sole', 'shoe_upper', 'draw_sneaker',
+           'draw_boot', 'draw_sandal', 'draw_bag', 'draw_fashion', 'load_offline_fashion', 'load_fashion_mnist',
            'fashion_tensors', 'class_examples']
 
 # %% ../nbs/00_data.ipynb #4b82a586
@@ -136,7 +136,7 @@ def load_hub_fashion(split: str = "train", hub_id=None) -> datasets.Dataset:
     ds.info.description = f"the Hugging Face Hub: {hub_id}"
     return ds
 
-# %% ../nbs/00_data.ipynb #035c40b5
+# %% ../nbs/00_data.ipynb #9a7dd241
 def sd_box(u, v, cu, cv, hu, hv):
     "Signed distance to an axis-aligned box centred at (cu, cv) with half-sizes (hu, hv)."
     qu, qv = (u - cu).abs() - hu, (v - cv).abs() - hv
@@ -152,7 +152,7 @@ def sd_ellipse(u, v, cu, cv, ru, rv):
     "Approximate signed distance to an ellipse (exact for circles)."
     return (torch.hypot((u - cu) / ru, (v - cv) / rv) - 1) * torch.minimum(torch.as_tensor(ru), torch.as_tensor(rv))
 
-# %% ../nbs/00_data.ipynb #56a91a96
+# %% ../nbs/00_data.ipynb #4023dbc6
 def sd_trapezoid(u, v, cu, v0, v1, w0, w1):
     "Approximate signed distance to a vertical trapezoid: half-width `w0` at the top `v0` to `w1` at the bottom `v1`."
     t = ((v - v0) / (v1 - v0)).clamp(0, 1)
@@ -178,119 +178,7 @@ def line_shade(sd_line, depth):
     "A brightness multiplier that darkens by `depth` the pixels inside `sd_line` (seams, openings, buttons)."
     return 1 - depth * (sd_line < 0).float()
 
-# %% ../nbs/00_data.ipynb #7b4dce35
-def torso_neck_sleeves(u, v, p, top, bottom, shoulder, hem, sleeve_end_u, sleeve_end_v, sleeve_width):
-    "A top's outline: a trapezoid torso, two sleeves from the shoulders, and the neckline cut out."
-    body = sd_trapezoid(u, v, 0.0, top, bottom, shoulder, hem)
-    sleeves = union(sd_segment(u, v, -shoulder + 0.06, top + 0.12, -sleeve_end_u, sleeve_end_v, sleeve_width),
-                    sd_segment(u, v, shoulder - 0.06, top + 0.12, sleeve_end_u, sleeve_end_v, sleeve_width))
-    return body, sleeves, sd_ellipse(u, v, 0.0, top, shoulder * p(0.3, 0.45), p(0.08, 0.16))
-
-def draw_tshirt(u, v, p):
-    top, shoulder, sleeve = p(-0.7, -0.55), p(0.38, 0.5), p(0.22, 0.4)
-    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, p(0.7, 0.85), shoulder, p(0.36, 0.48),
-                                             shoulder + sleeve, top + 0.15 + sleeve * p(0.5, 1.0), p(0.12, 0.18))
-    sleeves = torch.where(p.coin(0.15), NOTHING, sleeves)  # tops without sleeves
-    return subtract(union(body, sleeves), neck), 1.0
-
-# %% ../nbs/00_data.ipynb #522faa42
-def draw_shirt(u, v, p):
-    top, shoulder, long = p(-0.72, -0.58), p(0.36, 0.48), p.coin(0.6)
-    end_u = torch.where(long, shoulder + p(0.28, 0.42), shoulder + p(0.2, 0.34))
-    end_v = torch.where(long, p(0.45, 0.8), top + p(0.3, 0.5))
-    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, p(0.7, 0.9), shoulder, p(0.36, 0.46), end_u, end_v, p(0.1, 0.15))
-    collar = union(sd_segment(u, v, 0.0, top + 0.2, -0.2, top, 0.05), sd_segment(u, v, 0.0, top + 0.2, 0.2, top, 0.05))
-    placket = sd_box(u, v, 0.0, 0.1, 0.02, 0.75)
-    buttons = sd_ellipse(u, v, 0.0, torch.round((v + 0.05) * 4) / 4 - 0.05, 0.04, 0.04)
-    shade = line_shade(collar, 0.35) * line_shade(placket, p(0.2, 0.5)) * line_shade(buttons, p(0.0, 0.6))
-    return subtract(union(body, sleeves), neck + 0.05), shade
-
-def draw_pullover(u, v, p):
-    top, shoulder, hem = p(-0.68, -0.55), p(0.38, 0.5), p(0.6, 0.8)
-    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, hem, shoulder, p(0.38, 0.48),
-                                             shoulder + p(0.3, 0.45), p(0.55, 0.85), p(0.11, 0.16))
-    ribbed_hem = (v > hem - 0.12).float() * p(0.0, 0.4)
-    return subtract(union(body, sleeves), neck), 1 - ribbed_hem
-
-# %% ../nbs/00_data.ipynb #10ad713b
-def draw_coat(u, v, p):
-    top, shoulder = p(-0.78, -0.62), p(0.4, 0.52)
-    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, p(0.82, 0.95), shoulder, p(0.42, 0.56),
-                                             shoulder + p(0.3, 0.42), p(0.6, 0.88), p(0.12, 0.17))
-    opening = sd_segment(u, v, p(-0.06, 0.06), top + 0.1, p(-0.06, 0.06), 1.0, 0.025)
-    lapels = union(sd_segment(u, v, -0.2, top, 0.0, top + 0.4, 0.04), sd_segment(u, v, 0.2, top, 0.0, top + 0.4, 0.04))
-    pockets = union(sd_box(u, v, -0.25, 0.45, 0.1, 0.015), sd_box(u, v, 0.25, 0.45, 0.1, 0.015))
-    shade = line_shade(opening, p(0.05, 0.7)) * line_shade(lapels, p(0.1, 0.4)) * line_shade(pockets, p(0.0, 0.5))
-    return subtract(union(body, sleeves), neck - 0.03), shade
-
-def draw_dress(u, v, p):
-    top, waist = p(-0.85, -0.7), p(-0.3, -0.05)
-    bodice = sd_trapezoid(u, v, 0.0, top, waist, p(0.2, 0.32), p(0.16, 0.24))
-    skirt = sd_trapezoid(u, v, 0.0, waist, p(0.8, 0.95), p(0.18, 0.26), p(0.38, 0.75))
-    sleeves = union(sd_segment(u, v, -0.2, top + 0.1, -p(0.35, 0.5), top + p(0.2, 0.4), 0.09),
-                    sd_segment(u, v, 0.2, top + 0.1, p(0.35, 0.5), top + p(0.2, 0.4), 0.09))
-    sleeves = torch.where(p.coin(0.65), NOTHING, sleeves)
-    return union(union(bodice, skirt), sleeves), line_shade(sd_box(u, v, 0.0, waist, 1.0, 0.025), p(0.0, 0.5))
-
-def draw_trouser(u, v, p):
-    waist, hem, half, crotch = p(-0.9, -0.75), p(0.85, 0.97), p(0.2, 0.3), p(-0.45, -0.2)
-    flare, leg = p(-0.08, 0.1), p(0.13, 0.2)
-    hips = sd_box(u, v, 0.0, (waist + crotch) / 2, half + leg * 0.6, (crotch - waist) / 2)
-    legs = union(sd_segment(u, v, -half + 0.02, crotch, -half - flare, hem, leg),
-                 sd_segment(u, v, half - 0.02, crotch, half + flare, hem, leg))
-    return union(hips, legs), line_shade(sd_box(u, v, 0.0, waist + 0.05, 1.0, 0.03), p(0.0, 0.4))
-
-# %% ../nbs/00_data.ipynb #434654f9
-def sole(u, v, toe, heel, base, thick): return sd_box(u, v, (toe + heel) / 2, base, (heel - toe) / 2, thick)
-
-def shoe_upper(u, v, p, toe, heel, base, collar):
-    "A shoe body whose top edge rises from the toe to the ankle `collar` height."
-    t = ((u - toe) / (heel - toe)).clamp(0, 1)
-    top_edge = base - 0.25 - (base - 0.25 - collar) * t.pow(p(0.7, 1.5))
-    return torch.maximum(torch.maximum(top_edge - v, v - base), torch.maximum(toe - u, u - heel))
-
-def draw_sneaker(u, v, p):
-    toe, heel, base = p(-0.95, -0.8), p(0.8, 0.95), p(0.2, 0.4)
-    upper = union(shoe_upper(u, v, p, toe, heel, base, base - p(0.6, 0.85)),
-                  sd_ellipse(u, v, toe + 0.25, base - 0.15, 0.26, p(0.18, 0.28)))
-    laces = sd_segment(u, v, toe + 0.45, base - 0.3, heel - 0.45, base - p(0.45, 0.6), 0.03)
-    stripe = sd_segment(u, v, toe + 0.6, base - 0.05, heel - 0.3, base - 0.35, 0.03)
-    shade = line_shade(laces, p(0.0, 0.5)) * line_shade(stripe, p(0.0, 0.6)) * (1 - 0.35 * (v > base).float())
-    return union(upper, sole(u, v, toe - 0.02, heel + 0.02, base + 0.04, p(0.04, 0.08))), shade
-
-# %% ../nbs/00_data.ipynb #03e28392
-def draw_boot(u, v, p):
-    toe, heel, base, shaft_top = p(-0.95, -0.8), p(0.8, 0.95), p(0.4, 0.6), p(-0.9, -0.6)
-    foot = shoe_upper(u, v, p, toe, heel, base, base - p(0.5, 0.7))
-    shaft = sd_box(u, v, (heel + 0.1) / 2, (base + shaft_top) / 2, (heel - 0.1) / 2, (base - shaft_top) / 2)
-    heel_block = sd_box(u, v, heel - 0.15, base + 0.1, 0.15, p(0.05, 0.18))
-    zip_line = sd_segment(u, v, heel - 0.3, base - 0.2, heel - 0.3, -0.85, 0.025)
-    outline = union(union(foot, shaft), union(heel_block, sole(u, v, toe, heel, base + 0.03, 0.04)))
-    return outline, line_shade(zip_line, p(0.0, 0.4))
-
-def draw_sandal(u, v, p):
-    toe, heel, base, strap = p(-0.95, -0.8), p(0.8, 0.95), p(0.3, 0.5), p(0.03, 0.055)
-    arch = lambda cu, radius: torch.maximum(sd_ring(u, v, cu, base, radius, strap), v - base)  # upper half-ring
-    front, middle = arch(toe + p(0.3, 0.5), p(0.2, 0.35)), arch(p(-0.15, 0.15), p(0.2, 0.4))
-    ankle = sd_ring(u, v, heel - p(0.25, 0.35), base - p(0.4, 0.6), p(0.15, 0.25), strap)
-    back = sd_segment(u, v, heel - 0.05, base, heel - 0.2, base - p(0.4, 0.6), strap)
-    heel_height = p(0.0, 0.3)
-    heel_block = sd_box(u, v, heel - 0.12, base + heel_height / 2, 0.08, heel_height / 2)
-    straps = torch.where(p.coin(0.25), union(front, back), union(union(front, middle), union(ankle, back)))
-    return union(union(sole(u, v, toe, heel, base, p(0.03, 0.07)), heel_block), straps), 1.0
-
-def draw_bag(u, v, p):
-    top = p(-0.35, -0.05)
-    body = sd_trapezoid(u, v, 0.0, top, p(0.6, 0.85), p(0.5, 0.8), p(0.6, 0.9))
-    handle = torch.maximum(sd_ring(u, v, 0.0, top, p(0.25, 0.5), p(0.03, 0.07)), v - top)
-    handle = torch.where(p.coin(0.75), handle, NOTHING)  # clutches have none
-    return union(body, handle), line_shade(sd_box(u, v, 0.0, top + p(0.15, 0.35), 1.0, 0.02), p(0.0, 0.5))
-
-# %% ../nbs/00_data.ipynb #c2324e84
-DRAWERS = [draw_tshirt, draw_trouser, draw_pullover, draw_dress, draw_coat,
-           draw_sandal, draw_shirt, draw_sneaker, draw_bag, draw_boot]  # in FASHION_CLASSES order
-
-# %% ../nbs/00_data.ipynb #f9836aca
+# %% ../nbs/00_data.ipynb #f62d43ec
 def garment_coords(p: Params, size: int = 28):
     "Pixel centres mapped into each garment's frame; also returns one pixel's width in garment units."
     lin = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
@@ -310,7 +198,7 @@ def fabric(u, v, p: Params):
     shading = 1 - p(0.0, 0.35) * (v * p(-1, 1) + u * p(-0.5, 0.5)).clamp(-1, 1).abs()
     return p(0.3, 1.0) * shading * (1 - depth * (pattern * 0.5 + 0.5))
 
-# %% ../nbs/00_data.ipynb #16b0c139
+# %% ../nbs/00_data.ipynb #7f3baaa4
 def render_garments(draw, p: Params, size: int = 28) -> torch.Tensor:
     "Draw `p.n` garments with `draw` as a uint8 tensor (n, size, size)."
     u, v, pixel = garment_coords(p, size)
@@ -318,6 +206,124 @@ def render_garments(draw, p: Params, size: int = 28) -> torch.Tensor:
     coverage = (0.5 - sd / pixel).clamp(0, 1)  # distance in pixels -> partial ink on the edge
     return ((coverage * fabric(u, v, p) * shade).clamp(0, 1) * 255).round().to(torch.uint8)
 
+# %% ../nbs/00_data.ipynb #b1c12472
+def torso_neck_sleeves(u, v, p, top, bottom, shoulder, hem, sleeve_end_u, sleeve_end_v, sleeve_width):
+    "A top's outline: a trapezoid torso, two sleeves from the shoulders, and the neckline cut out."
+    body = sd_trapezoid(u, v, 0.0, top, bottom, shoulder, hem)
+    sleeves = union(sd_segment(u, v, -shoulder + 0.06, top + 0.12, -sleeve_end_u, sleeve_end_v, sleeve_width),
+                    sd_segment(u, v, shoulder - 0.06, top + 0.12, sleeve_end_u, sleeve_end_v, sleeve_width))
+    return body, sleeves, sd_ellipse(u, v, 0.0, top, shoulder * p(0.3, 0.45), p(0.08, 0.16))
+
+def draw_tshirt(u, v, p):
+    top, shoulder, sleeve = p(-0.7, -0.55), p(0.38, 0.5), p(0.22, 0.4)
+    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, p(0.7, 0.85), shoulder, p(0.36, 0.48),
+                                             shoulder + sleeve, top + 0.15 + sleeve * p(0.5, 1.0), p(0.12, 0.18))
+    sleeves = torch.where(p.coin(0.15), NOTHING, sleeves)  # tops without sleeves
+    return subtract(union(body, sleeves), neck), 1.0
+
+# %% ../nbs/00_data.ipynb #26e22fe1
+def draw_shirt(u, v, p):
+    top, shoulder, long = p(-0.72, -0.58), p(0.36, 0.48), p.coin(0.6)
+    end_u = torch.where(long, shoulder + p(0.28, 0.42), shoulder + p(0.2, 0.34))
+    end_v = torch.where(long, p(0.45, 0.8), top + p(0.3, 0.5))
+    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, p(0.7, 0.9), shoulder, p(0.36, 0.46), end_u, end_v, p(0.1, 0.15))
+    collar = union(sd_segment(u, v, 0.0, top + 0.2, -0.2, top, 0.05), sd_segment(u, v, 0.0, top + 0.2, 0.2, top, 0.05))
+    placket = sd_box(u, v, 0.0, 0.1, 0.02, 0.75)
+    buttons = sd_ellipse(u, v, 0.0, torch.round((v + 0.05) * 4) / 4 - 0.05, 0.04, 0.04)
+    shade = line_shade(collar, 0.35) * line_shade(placket, p(0.2, 0.5)) * line_shade(buttons, p(0.0, 0.6))
+    return subtract(union(body, sleeves), neck + 0.05), shade
+
+# %% ../nbs/00_data.ipynb #f7eafb2b
+def draw_pullover(u, v, p):
+    top, shoulder, hem = p(-0.68, -0.55), p(0.38, 0.5), p(0.6, 0.8)
+    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, hem, shoulder, p(0.38, 0.48),
+                                             shoulder + p(0.3, 0.45), p(0.55, 0.85), p(0.11, 0.16))
+    ribbed_hem = (v > hem - 0.12).float() * p(0.0, 0.4)
+    return subtract(union(body, sleeves), neck), 1 - ribbed_hem
+
+# %% ../nbs/00_data.ipynb #8e9e74f9
+def draw_coat(u, v, p):
+    top, shoulder = p(-0.78, -0.62), p(0.4, 0.52)
+    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, p(0.82, 0.95), shoulder, p(0.42, 0.56),
+                                             shoulder + p(0.3, 0.42), p(0.6, 0.88), p(0.12, 0.17))
+    opening = sd_segment(u, v, p(-0.06, 0.06), top + 0.1, p(-0.06, 0.06), 1.0, 0.025)
+    lapels = union(sd_segment(u, v, -0.2, top, 0.0, top + 0.4, 0.04), sd_segment(u, v, 0.2, top, 0.0, top + 0.4, 0.04))
+    pockets = union(sd_box(u, v, -0.25, 0.45, 0.1, 0.015), sd_box(u, v, 0.25, 0.45, 0.1, 0.015))
+    shade = line_shade(opening, p(0.05, 0.7)) * line_shade(lapels, p(0.1, 0.4)) * line_shade(pockets, p(0.0, 0.5))
+    return subtract(union(body, sleeves), neck - 0.03), shade
+
+# %% ../nbs/00_data.ipynb #04090ed4
+def draw_dress(u, v, p):
+    top, waist = p(-0.85, -0.7), p(-0.3, -0.05)
+    bodice = sd_trapezoid(u, v, 0.0, top, waist, p(0.2, 0.32), p(0.16, 0.24))
+    skirt = sd_trapezoid(u, v, 0.0, waist, p(0.8, 0.95), p(0.18, 0.26), p(0.38, 0.75))
+    sleeves = union(sd_segment(u, v, -0.2, top + 0.1, -p(0.35, 0.5), top + p(0.2, 0.4), 0.09),
+                    sd_segment(u, v, 0.2, top + 0.1, p(0.35, 0.5), top + p(0.2, 0.4), 0.09))
+    sleeves = torch.where(p.coin(0.65), NOTHING, sleeves)
+    return union(union(bodice, skirt), sleeves), line_shade(sd_box(u, v, 0.0, waist, 1.0, 0.025), p(0.0, 0.5))
+
+# %% ../nbs/00_data.ipynb #cb30e984
+def draw_trouser(u, v, p):
+    waist, hem, half, crotch = p(-0.9, -0.75), p(0.85, 0.97), p(0.2, 0.3), p(-0.45, -0.2)
+    flare, leg = p(-0.08, 0.1), p(0.13, 0.2)
+    hips = sd_box(u, v, 0.0, (waist + crotch) / 2, half + leg * 0.6, (crotch - waist) / 2)
+    legs = union(sd_segment(u, v, -half + 0.02, crotch, -half - flare, hem, leg),
+                 sd_segment(u, v, half - 0.02, crotch, half + flare, hem, leg))
+    return union(hips, legs), line_shade(sd_box(u, v, 0.0, waist + 0.05, 1.0, 0.03), p(0.0, 0.4))
+
+# %% ../nbs/00_data.ipynb #66003f0f
+def sole(u, v, toe, heel, base, thick): return sd_box(u, v, (toe + heel) / 2, base, (heel - toe) / 2, thick)
+
+def shoe_upper(u, v, p, toe, heel, base, collar):
+    "A shoe body whose top edge rises from the toe to the ankle `collar` height."
+    t = ((u - toe) / (heel - toe)).clamp(0, 1)
+    top_edge = base - 0.25 - (base - 0.25 - collar) * t.pow(p(0.7, 1.5))
+    return torch.maximum(torch.maximum(top_edge - v, v - base), torch.maximum(toe - u, u - heel))
+
+def draw_sneaker(u, v, p):
+    toe, heel, base = p(-0.95, -0.8), p(0.8, 0.95), p(0.2, 0.4)
+    upper = union(shoe_upper(u, v, p, toe, heel, base, base - p(0.6, 0.85)),
+                  sd_ellipse(u, v, toe + 0.25, base - 0.15, 0.26, p(0.18, 0.28)))
+    laces = sd_segment(u, v, toe + 0.45, base - 0.3, heel - 0.45, base - p(0.45, 0.6), 0.03)
+    stripe = sd_segment(u, v, toe + 0.6, base - 0.05, heel - 0.3, base - 0.35, 0.03)
+    shade = line_shade(laces, p(0.0, 0.5)) * line_shade(stripe, p(0.0, 0.6)) * (1 - 0.35 * (v > base).float())
+    return union(upper, sole(u, v, toe - 0.02, heel + 0.02, base + 0.04, p(0.04, 0.08))), shade
+
+# %% ../nbs/00_data.ipynb #83031ba2
+def draw_boot(u, v, p):
+    toe, heel, base, shaft_top = p(-0.95, -0.8), p(0.8, 0.95), p(0.4, 0.6), p(-0.9, -0.6)
+    foot = shoe_upper(u, v, p, toe, heel, base, base - p(0.5, 0.7))
+    shaft = sd_box(u, v, (heel + 0.1) / 2, (base + shaft_top) / 2, (heel - 0.1) / 2, (base - shaft_top) / 2)
+    heel_block = sd_box(u, v, heel - 0.15, base + 0.1, 0.15, p(0.05, 0.18))
+    zip_line = sd_segment(u, v, heel - 0.3, base - 0.2, heel - 0.3, -0.85, 0.025)
+    outline = union(union(foot, shaft), union(heel_block, sole(u, v, toe, heel, base + 0.03, 0.04)))
+    return outline, line_shade(zip_line, p(0.0, 0.4))
+
+# %% ../nbs/00_data.ipynb #0e0b11df
+def draw_sandal(u, v, p):
+    toe, heel, base, strap = p(-0.95, -0.8), p(0.8, 0.95), p(0.3, 0.5), p(0.03, 0.055)
+    arch = lambda cu, radius: torch.maximum(sd_ring(u, v, cu, base, radius, strap), v - base)  # upper half-ring
+    front, middle = arch(toe + p(0.3, 0.5), p(0.2, 0.35)), arch(p(-0.15, 0.15), p(0.2, 0.4))
+    ankle = sd_ring(u, v, heel - p(0.25, 0.35), base - p(0.4, 0.6), p(0.15, 0.25), strap)
+    back = sd_segment(u, v, heel - 0.05, base, heel - 0.2, base - p(0.4, 0.6), strap)
+    heel_height = p(0.0, 0.3)
+    heel_block = sd_box(u, v, heel - 0.12, base + heel_height / 2, 0.08, heel_height / 2)
+    straps = torch.where(p.coin(0.25), union(front, back), union(union(front, middle), union(ankle, back)))
+    return union(union(sole(u, v, toe, heel, base, p(0.03, 0.07)), heel_block), straps), 1.0
+
+# %% ../nbs/00_data.ipynb #5c9938e9
+def draw_bag(u, v, p):
+    top = p(-0.35, -0.05)
+    body = sd_trapezoid(u, v, 0.0, top, p(0.6, 0.85), p(0.5, 0.8), p(0.6, 0.9))
+    handle = torch.maximum(sd_ring(u, v, 0.0, top, p(0.25, 0.5), p(0.03, 0.07)), v - top)
+    handle = torch.where(p.coin(0.75), handle, NOTHING)  # clutches have none
+    return union(body, handle), line_shade(sd_box(u, v, 0.0, top + p(0.15, 0.35), 1.0, 0.02), p(0.0, 0.5))
+
+# %% ../nbs/00_data.ipynb #c2324e84
+DRAWERS = [draw_tshirt, draw_trouser, draw_pullover, draw_dress, draw_coat,
+           draw_sandal, draw_shirt, draw_sneaker, draw_bag, draw_boot]  # in FASHION_CLASSES order
+
+# %% ../nbs/00_data.ipynb #f2d272d0
 def draw_fashion(n: int, seed=0, size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
     "`n` procedural Fashion-like images (uint8, n×size×size) and their labels, balanced and shuffled; same seed, same pixels."
     if n < 0: raise ValueError(f"`n` must be >= 0; got {n}.")

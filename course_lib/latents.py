@@ -18,6 +18,7 @@ from diffusers import AutoencoderKL
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.benchmark import Timer
 from tqdm.auto import tqdm
 
 from .conditioning import generate_from_class, make_class_unet
@@ -28,11 +29,11 @@ from .training import (cache_path, epoch_batches, fashion_batches, pick_preset, 
                                  save_pretrained_atomic, train, unit_images)
 
 # %% auto #0
-__all__ = ['ATTENTION_PROCESSORS', 'SAMPLE_SCENE', 'attention_block', 'native_stderr_silenced', 'peak_memory', 'attention_cost',
-           'plot_attention_cost', 'check_vae_images', 'scale_latents', 'encode', 'decode', 'draw_sample_scene',
-           'load_sample_scene', 'plot_latent_channels', 'psnr', 'make_fashion_vae', 'vae_loss', 'latent_scaling_factor',
-           'measured_scaling_factor', 'train_vae', 'fashion_vae_path', 'fashion_vae', 'reconstruction_psnr',
-           'encode_fashion', 'make_latent_unet', 'generate_latent_class']
+__all__ = ['ATTENTION_PROCESSORS', 'SAMPLE_SCENE', 'attention_block', 'native_stderr_silenced', 'peak_memory', 'time_and_memory',
+           'attention_cost', 'plot_attention_cost', 'check_vae_images', 'scale_latents', 'encode', 'decode',
+           'draw_sample_scene', 'load_sample_scene', 'plot_latent_channels', 'psnr', 'make_fashion_vae', 'vae_loss',
+           'latent_scaling_factor', 'measured_scaling_factor', 'train_vae', 'fashion_vae_path', 'fashion_vae',
+           'reconstruction_psnr', 'encode_fashion', 'make_latent_unet', 'generate_latent_class']
 
 # %% ../nbs/02_latents.ipynb #4d8f2972
 ATTENTION_PROCESSORS = {"classic": AttnProcessor, "sdpa": AttnProcessor2_0}
@@ -55,6 +56,7 @@ def native_stderr_silenced():
     try: yield
     finally: os.dup2(saved, 2); os.close(saved)
 
+# %% ../nbs/02_latents.ipynb #6cb28ea9
 def peak_memory(fn, device=None) -> int:
     "Bytes of tensor memory that `fn()` holds at its peak beyond what was held before (CUDA counter, or profiler on CPU)."
     dev = get_device(device)
@@ -63,8 +65,6 @@ def peak_memory(fn, device=None) -> int:
         torch.cuda.reset_peak_memory_stats(dev); fn(); torch.cuda.synchronize(dev)
         return torch.cuda.max_memory_allocated(dev) - before
     profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    # torch's profiler (kineto) logs "USDT ... profiler_start/stop" to stderr on its own, and an init "ERROR" when first
-    # started outside the main thread (as notebook runners do): noise, not problems, so only fn() may print.
     with native_stderr_silenced(): profiler.start()
     try: fn()
     finally:
@@ -75,26 +75,24 @@ def peak_memory(fn, device=None) -> int:
     return peak
 
 # %% ../nbs/02_latents.ipynb #c0d8c878
+def time_and_memory(block, x: torch.Tensor, min_run_time: float = 0.2) -> tuple[float, int]:
+    "Median seconds of `block(x)` (`torch.utils.benchmark`: warm-up, repeats, CUDA syncs) and the peak bytes it holds."
+    with torch.no_grad():
+        seconds = Timer("block(x)", globals={"block": block, "x": x}).blocked_autorange(min_run_time=min_run_time).median
+        return seconds, peak_memory(lambda: block(x), x.device)
+
+# %% ../nbs/02_latents.ipynb #c1a7f0d3
 def attention_cost(sizes=(32, 64, 128), channels: int = 64, kinds=("classic", "sdpa"), batch_size: int = 1,
-                   repeats: int = 3, device=None, progress: bool = True) -> pd.DataFrame:
-    "Seconds (best of `repeats`) and peak memory of one attention block on `size`×`size` feature maps, per kernel."
+                   min_run_time: float = 0.2, device=None, progress: bool = True) -> pd.DataFrame:
+    "Seconds (median) and peak memory of one attention block on `size`×`size` feature maps, per kernel."
     sizes, dev, rows = list(sizes), get_device(device), []
     if not sizes or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes):
         raise ValueError(f"`sizes` must be positive ints (feature-map sides in pixels); got {sizes!r}.")
     for kind in kinds:
         block = attention_block(channels, kind=kind).to(dev)
         for size in tqdm(sizes, desc=f"{kind} attention", disable=not progress, leave=False):
-            x = torch.randn(batch_size, channels, size, size, device=dev)
-            with torch.no_grad():
-                block(x)  # warm-up: the first call pays for kernel selection and allocation
-                seconds = []
-                for _ in range(repeats):
-                    if dev.type == "cuda": torch.cuda.synchronize(dev)
-                    start = time.perf_counter(); block(x)
-                    if dev.type == "cuda": torch.cuda.synchronize(dev)
-                    seconds.append(time.perf_counter() - start)
-                peak = peak_memory(lambda: block(x), dev)
-            rows.append({"kernel": kind, "size": size, "tokens": size * size, "seconds": min(seconds),
+            seconds, peak = time_and_memory(block, torch.randn(batch_size, channels, size, size, device=dev), min_run_time)
+            rows.append({"kernel": kind, "size": size, "tokens": size * size, "seconds": seconds,
                          "peak MiB": peak / 2**20, "score matrix MiB": batch_size * (size * size) ** 2 * 4 / 2**20})
     table = pd.DataFrame(rows)
     for column in ("seconds", "peak MiB"):  # each size against the one before it: 4x the tokens
@@ -186,6 +184,7 @@ def draw_sample_scene(size: int = 512, seed: int = 0) -> torch.Tensor:
     shirt = F.pad(shirt, (size // 4, size - size // 4 - size // 2, size // 10, size - size // 10 - size // 2))
     return torch.where(shirt > 0.02, colour(0.95, 0.3, 0.35) * (0.3 + shirt), image).clamp(0, 1)
 
+# %% ../nbs/02_latents.ipynb #38315ae6
 def load_sample_scene(data_dir=None) -> torch.Tensor:
     "`data/sample-scene.png` as a 3×512×512 tensor in [0, 1]."
     from PIL import Image

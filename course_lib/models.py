@@ -25,8 +25,8 @@ __all__ = ['CLIP_MAX_LENGTH', 'CLIP_MERGES', 'PACKAGED_CLIP_BPE', 'CLIP_VOCAB_SI
            'SD15_SCHEDULER', 'FASHION_SCHEDULE', 'SCHEDULERS', 'SD_ALTERNATIVE', 'VAE_ALTERNATIVE',
            'TEXT_ENCODER_ALTERNATIVE', 'bytes_to_unicode', 'clip_vocab_and_merges', 'find_clip_bpe',
            'clip_tokenizer_from_bpe', 'load_clip_tokenizer', 'tiny_sd_components', 'tiny_sd_pipeline',
-           'downsampling_factor', 'make_scheduler', 'step_kwargs', 'component_subfolder', 'load_part',
-           'complete_transformers_model', 'load_sd_pipeline', 'load_vae', 'load_text_encoder']
+           'downsampling_factor', 'make_scheduler', 'step_kwargs', 'component_subfolder', 'complete_transformers_model',
+           'load_part', 'load_sd_pipeline', 'load_vae', 'load_text_encoder']
 
 # %% ../nbs/00_models.ipynb #f7b0aeff
 CLIP_MAX_LENGTH = 77  # CLIP's context: 75 prompt tokens between the start and end markers
@@ -39,6 +39,9 @@ def bytes_to_unicode() -> dict[int, str]:
     for b in range(256):
         if b not in printable: printable.append(b); chars.append(256 + extra); extra += 1
     return dict(zip(printable, map(chr, chars)))
+
+# %% ../nbs/00_models.ipynb #4fc923ab
+PACKAGED_CLIP_BPE = Path(str(importlib.resources.files("course_lib") / "assets" / "bpe_simple_vocab_16e6.txt.gz"))
 
 # %% ../nbs/00_models.ipynb #a5d0cbe5
 def clip_vocab_and_merges(bpe_path) -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -54,8 +57,6 @@ def clip_vocab_and_merges(bpe_path) -> tuple[dict[str, int], list[tuple[str, str
     return {token: i for i, token in enumerate(tokens)}, merges
 
 # %% ../nbs/00_models.ipynb #883ce5f7
-PACKAGED_CLIP_BPE = Path(str(importlib.resources.files("course_lib") / "assets" / "bpe_simple_vocab_16e6.txt.gz"))
-
 def find_clip_bpe(bpe_path=None) -> Path:
     "`bpe_path`, else `$COURSE_CLIP_BPE` or settings' `clip_bpe` when set, else the merge list shipped in course_lib."
     chosen = settings.get("clip_bpe", bpe_path)
@@ -153,6 +154,19 @@ def component_subfolder(model_id, component: str, subfolder: str | None = None) 
     whole = (Path(model_id).expanduser() / "model_index.json").exists() or str(model_id) == settings.get("sd_model")
     return component if whole else None
 
+# %% ../nbs/00_models.ipynb #9097eaf2
+def complete_transformers_model(load, dtype, where: str):
+    "`load(dtype=...)` of a transformers model, quietly, refusing one with missing weights; (model, `where` + what it skipped)."
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # its own report of unused weights: we count them below instead
+    try: model, report = load(dtype=dtype, output_loading_info=True)
+    finally: transformers.logging.set_verbosity(verbosity)
+    if report["missing_keys"]:
+        raise ValueError(f"`model_id` {where!r} holds no complete {type(model).__name__}: {len(report['missing_keys'])} "
+                         f"weights missing, e.g. {sorted(report['missing_keys'])[0]!r}.")
+    skipped = len(report["unexpected_keys"])
+    return model, where + (f" (skipped {skipped} tensors it does not use)" if skipped else "")
+
 # %% ../nbs/00_models.ipynb #a7aa3e6e
 def load_part(cls, setting: str, model_id=None, *, component: str | None = None, device=None, dtype=None,
               subfolder=None, verbose: bool = True, what: str | None = None, alternative: str = "", **kwargs):
@@ -167,39 +181,29 @@ def load_part(cls, setting: str, model_id=None, *, component: str | None = None,
     part = part.to(get_device(device))
     return part.eval() if isinstance(part, torch.nn.Module) else part
 
-# %% ../nbs/00_models.ipynb #9097eaf2
-def complete_transformers_model(load, dtype, where: str):
-    "`load(dtype=...)` of a transformers model, quietly, refusing one with missing weights; (model, `where` + what it skipped)."
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # its own report of unused weights: we count them below instead
-    try: model, report = load(dtype=dtype, output_loading_info=True)
-    finally: transformers.logging.set_verbosity(verbosity)
-    if report["missing_keys"]:
-        raise ValueError(f"`model_id` {where!r} holds no complete {type(model).__name__}: {len(report['missing_keys'])} "
-                         f"weights missing, e.g. {sorted(report['missing_keys'])[0]!r}.")
-    skipped = len(report["unexpected_keys"])
-    return model, where + (f" (skipped {skipped} tensors it does not use)" if skipped else "")
-
-# %% ../nbs/00_models.ipynb #9084db97
+# %% ../nbs/00_models.ipynb #488f3706
 SD_ALTERNATIVE = ("for offline work use course_lib.models.tiny_sd_pipeline() (random weights), or point "
                   "COURSE_SD_MODEL / sd_model in settings.ini at a folder saved with save_pretrained.")
-VAE_ALTERNATIVE = ("for offline work use course_lib.models.tiny_sd_components()['vae'] (random weights), train one "
-                   "with fashion_vae(), or point COURSE_VAE_MODEL / vae_model in settings.ini at a folder saved with "
-                   "save_pretrained.")
-TEXT_ENCODER_ALTERNATIVE = ("for offline work use course_lib.text.tiny_text_encoder() (random weights) or "
-                            "caption_encoder() (trained on this machine), or point COURSE_CLIP_MODEL / clip_model in "
-                            "settings.ini at a folder saved with save_pretrained.")
 
-# %% ../nbs/00_models.ipynb #9043f696
 def load_sd_pipeline(model_id=None, device=None, dtype=None, verbose: bool = True, what: str | None = "SD pipeline") -> StableDiffusionPipeline:
     "A `StableDiffusionPipeline` (no safety checker) from `model_id` (Hub id or folder; settings: `sd_model`)."
     return load_part(StableDiffusionPipeline, "sd_model", model_id, device=device, dtype=dtype, verbose=verbose, what=what,
                      alternative=SD_ALTERNATIVE, safety_checker=None, requires_safety_checker=False)
 
+# %% ../nbs/00_models.ipynb #dc02cff5
+VAE_ALTERNATIVE = ("for offline work use course_lib.models.tiny_sd_components()['vae'] (random weights), train one "
+                   "with fashion_vae(), or point COURSE_VAE_MODEL / vae_model in settings.ini at a folder saved with "
+                   "save_pretrained.")
+
 def load_vae(model_id=None, device=None, dtype=None, subfolder=None, verbose: bool = True, what: str | None = "VAE") -> AutoencoderKL:
     "An `AutoencoderKL` from `model_id` (Hub id or folder; settings: `vae_model`), or the `vae/` of a whole checkpoint."
     return load_part(AutoencoderKL, "vae_model", model_id, component="vae", device=device, dtype=dtype, subfolder=subfolder,
                      verbose=verbose, what=what, alternative=VAE_ALTERNATIVE)
+
+# %% ../nbs/00_models.ipynb #65c62e70
+TEXT_ENCODER_ALTERNATIVE = ("for offline work use course_lib.text.tiny_text_encoder() (random weights) or "
+                            "caption_encoder() (trained on this machine), or point COURSE_CLIP_MODEL / clip_model in "
+                            "settings.ini at a folder saved with save_pretrained.")
 
 def load_text_encoder(model_id=None, device=None, dtype=None, subfolder=None, verbose: bool = True,
                       what: str | None = "text encoder") -> CLIPTextModel:

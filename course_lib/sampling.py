@@ -42,6 +42,7 @@ UNET_CONFIGS = {  # as in the checkpoints' unet/config.json
 UNET_CONFIGS["sd2"] = UNET_CONFIGS["sd1"] | dict(sample_size=96, cross_attention_dim=1024,
                                                  attention_head_dim=(5, 10, 20, 20), use_linear_projection=True)
 
+# %% ../nbs/04_sampling.ipynb #30e2983b
 def unet_config(kind: str = "sd1", **overrides) -> dict:
     "The `UNet2DConditionModel` arguments of `kind` ('sd1', 'sd2', 'sdxl'), with `overrides`."
     check_choice("kind", kind, tuple(UNET_CONFIGS))

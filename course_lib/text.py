@@ -79,6 +79,7 @@ def merge_pair(symbols: list[str], pair: tuple[str, str]) -> list[str]:
         else: merged.append(symbols[i]); i += 1
     return merged
 
+# %% ../nbs/03_text.ipynb #6d9ed4b4
 def bpe_steps(tokenizer, word: str, ranks: dict | None = None) -> pd.DataFrame:
     "How BPE builds `word` for `tokenizer`: its characters, then one row per merge, earliest-learned pair first."
     backend = tokenizer.backend_tokenizer

@@ -26,8 +26,8 @@ from .core import (PRESET_FAMILIES, check_choice, derived_generator, get_device,
 __all__ = ['LR_SCHEDULES', 'CHECKPOINT_FORMAT', 'CACHE_VERSION', 'RUN_KEYS', 'pick_preset', 'preset_values', 'preset_label',
            'check_batch_input', 'fashion_batches', 'epoch_batches', 'unit_images', 'learning_rate_schedule',
            'atomic_save_file', 'read_checkpoint', 'prefixed', 'save_checkpoint', 'optimizer_state', 'resume_training',
-           'save_pretrained_atomic', 'data_fingerprint', 'cache_path', 'check_run', 'train_step', 'train', 'log_step',
-           'finish_record', 'plot_losses']
+           'save_pretrained_atomic', 'data_fingerprint', 'cache_path', 'check_run', 'train_step', 'log_step',
+           'save_if_due', 'finish_record', 'train', 'plot_losses']
 
 # %% ../nbs/00_training.ipynb #19f7f6ae
 def pick_preset(preset: str | None = None, device=None) -> str:
@@ -210,6 +210,27 @@ def train_step(model, optimizer, schedule, accelerator, loss_fn, batch, generato
     optimizer.step(); optimizer.zero_grad(); schedule.step()
     return [v.item() for v in values]
 
+# %% ../nbs/00_training.ipynb #b7a9e70f
+def log_step(record: dict, names, values, bar) -> None:
+    "Append this step's `values` to `record` under `names`, count the step, and show the values on the progress `bar`."
+    for name, value in zip(names, values): record.setdefault(name, []).append(value)
+    record["step"] += 1
+    bar.update(); bar.set_postfix({("loss" if name == "losses" else name): f"{value:.4g}" for name, value in zip(names, values)})
+
+def save_if_due(checkpoint, every: int, stop: int, accelerator, model, optimizer, record: dict) -> None:
+    "Save the run to `checkpoint` (if any) every `every` steps and at the `stop` step, from the main process only."
+    if checkpoint is not None and accelerator.is_main_process and (record["step"] % every == 0 or record["step"] == stop):
+        save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, **record)
+
+def finish_record(record: dict, done_before: int, start: float, run: dict, what: str, checkpoint) -> dict:
+    "The run's `record` with its length, time and speed, noted as the source of the model `what`."
+    seconds, trained = time.perf_counter() - start, record["step"] - done_before
+    label = run.get("preset", "custom")
+    note_source(what, f"trained here ({label} preset, {record['step']:,} steps)" if trained
+                else f"trained earlier here ({label} preset), loaded from {Path(checkpoint).name}")
+    return record | {"total_steps": run["epochs"] * run["steps_per_epoch"], "seconds": seconds,
+                     "images_per_second": trained * run["batch_size"] / max(seconds, 1e-9)}
+
 # %% ../nbs/00_training.ipynb #7224ba6a
 def train(model, loss_fn, batches, run: dict, *, seed: int = 0, checkpoint=None, checkpoint_every: int = 200,
           max_steps: int | None = None, device=None, progress: bool = True, what: str = "model", logged=()) -> dict:
@@ -230,27 +251,10 @@ def train(model, loss_fn, batches, run: dict, *, seed: int = 0, checkpoint=None,
             generator = derived_generator(seed, "step", record["step"], accelerator.process_index, device=accelerator.device)
             values = train_step(model, optimizer, schedule, accelerator, loss_fn, batch, generator, run["mixed_precision"] == "bf16")
             log_step(record, ("losses", *logged), values, bar)
-            if checkpoint is not None and accelerator.is_main_process and (record["step"] % checkpoint_every == 0 or record["step"] == stop):
-                save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, **record)
+            save_if_due(checkpoint, checkpoint_every, stop, accelerator, model, optimizer, record)
             if record["step"] == stop: break
     bar.close(); accelerator.unwrap_model(model).eval()
     return finish_record(record, done_before, start, run, what, checkpoint)
-
-# %% ../nbs/00_training.ipynb #b7a9e70f
-def log_step(record: dict, names, values, bar) -> None:
-    "Append this step's `values` to `record` under `names`, count the step, and show the values on the progress `bar`."
-    for name, value in zip(names, values): record.setdefault(name, []).append(value)
-    record["step"] += 1
-    bar.update(); bar.set_postfix({("loss" if name == "losses" else name): f"{value:.4g}" for name, value in zip(names, values)})
-
-def finish_record(record: dict, done_before: int, start: float, run: dict, what: str, checkpoint) -> dict:
-    "The run's `record` with its length, time and speed, noted as the source of the model `what`."
-    seconds, trained = time.perf_counter() - start, record["step"] - done_before
-    label = run.get("preset", "custom")
-    note_source(what, f"trained here ({label} preset, {record['step']:,} steps)" if trained
-                else f"trained earlier here ({label} preset), loaded from {Path(checkpoint).name}")
-    return record | {"total_steps": run["epochs"] * run["steps_per_epoch"], "seconds": seconds,
-                     "images_per_second": trained * run["batch_size"] / max(seconds, 1e-9)}
 
 # %% ../nbs/00_training.ipynb #5a0820e9
 def plot_losses(losses, window: int = 50, title: str = "Training loss"):

@@ -55,6 +55,7 @@ def image_widget(value: bytes = b"", width: int = 256) -> widgets.Image:
 # %% ../nbs/04b_widgets.ipynb #e1c137b2
 PIXELATED_CSS = "<style>.course-pixelated img, img.course-pixelated {image-rendering: pixelated;}</style>"
 
+# %% ../nbs/04b_widgets.ipynb #9f76df57
 class GuidanceExplorer:
     "A live panel over `generate`: guidance, seed, prompt and steps as widgets, the image, its timing and history."
     def __init__(self, pipe, prompt: str = "a photograph of an astronaut riding a horse", negative_prompt: str = "", *,
@@ -74,11 +75,13 @@ class GuidanceExplorer:
         self.connect()
         if draw: self.draw()
 
-    def _repr_mimebundle_(self, **kwargs):  # IPython's display protocol, answered as ipywidgets' own widgets answer it
-        "The live panel where a front end renders widgets; one line of text where none can (a terminal, a headless run)."
-        view = {"version_major": 2, "version_minor": 0, "model_id": self.panel.model_id}  # ipywidgets 8's view spec
-        text = f"GuidanceExplorer ({self.caption or 'no image yet'}): a live panel in JupyterLab or Colab; .snapshot() draws it"
-        return {"application/vnd.jupyter.widget-view+json": view, "text/plain": text}
+# %% ../nbs/04b_widgets.ipynb #1eaa3421
+@patch
+def _repr_mimebundle_(self: GuidanceExplorer, **kwargs):  # IPython's display protocol, answered as ipywidgets' own widgets do
+    "The live panel where a front end renders widgets; one line of text where none can (a terminal, a headless run)."
+    view = {"version_major": 2, "version_minor": 0, "model_id": self.panel.model_id}  # ipywidgets 8's view spec
+    text = f"GuidanceExplorer ({self.caption or 'no image yet'}): a live panel in JupyterLab or Colab; .snapshot() draws it"
+    return {"application/vnd.jupyter.widget-view+json": view, "text/plain": text}
 
 # %% ../nbs/04b_widgets.ipynb #2734ecb5
 @patch
@@ -134,6 +137,26 @@ def embeddings(self: GuidanceExplorer, prompt: str, negative_prompt: str) -> tup
                                                   negative_prompt, device=self.parts["unet"].device)
     return self.embedding_cache[key]
 
+# %% ../nbs/04b_widgets.ipynb #ac5c76cf
+@patch
+def render(self: GuidanceExplorer, settings: dict):
+    "One PIL image for `settings`, the progress bar following the scheduler's steps."
+    embeds = self.embeddings(settings["prompt"], settings["negative_prompt"])
+    self.progress.max = settings["num_inference_steps"]
+    def step_done(step, timestep, latents):  # PNDM makes one more call than steps: let the bar grow
+        self.progress.max, self.progress.value = max(self.progress.max, step + 1), step + 1
+    return generate(self.parts, **settings, height=self.height, width=self.width, scheduler=self.scheduler,
+                    prompt_embeds=embeds, callback=step_done, progress=False)[0]
+
+# %% ../nbs/04b_widgets.ipynb #bc03ab1b
+@patch
+def show_history(self: GuidanceExplorer):
+    "Trim the history to the `keep` slider and lay it out, newest first."
+    del self.history[self.controls["keep"].value:]
+    self.history_box.children = [widgets.VBox([image_widget(png, self.image_size // 2),
+                                               widgets.HTML(f"<small>{html.escape(caption)}</small>")])
+                                 for png, caption in self.history]
+
 # %% ../nbs/04b_widgets.ipynb #7e0a8b5f
 @patch
 def draw(self: GuidanceExplorer):
@@ -154,26 +177,6 @@ def draw(self: GuidanceExplorer):
     notes = "".join(f"<br><span style='color:#a15c00'>{html.escape(str(w.message))}</span>" for w in caught)
     self.status.value = f"{self.caption}<br>{seconds:.2f} s{notes}"
     self.show_history()
-
-# %% ../nbs/04b_widgets.ipynb #ac5c76cf
-@patch
-def render(self: GuidanceExplorer, settings: dict):
-    "One PIL image for `settings`, the progress bar following the scheduler's steps."
-    embeds = self.embeddings(settings["prompt"], settings["negative_prompt"])
-    self.progress.max = settings["num_inference_steps"]
-    def step_done(step, timestep, latents):  # PNDM makes one more call than steps: let the bar grow
-        self.progress.max, self.progress.value = max(self.progress.max, step + 1), step + 1
-    return generate(self.parts, **settings, height=self.height, width=self.width, scheduler=self.scheduler,
-                    prompt_embeds=embeds, callback=step_done, progress=False)[0]
-
-# %% ../nbs/04b_widgets.ipynb #bc03ab1b
-@patch
-def show_history(self: GuidanceExplorer):
-    "Trim the history to the `keep` slider and lay it out, newest first."
-    del self.history[self.controls["keep"].value:]
-    self.history_box.children = [widgets.VBox([image_widget(png, self.image_size // 2),
-                                               widgets.HTML(f"<small>{html.escape(caption)}</small>")])
-                                 for png, caption in self.history]
 
 # %% ../nbs/04b_widgets.ipynb #9c75838a
 def guidance_explorer(pipe_or_components, prompt: str = "a photograph of an astronaut riding a horse",

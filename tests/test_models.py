@@ -22,7 +22,7 @@ CLIP_BPE_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d68
 def tokenizer(bpe_path): return clip_tokenizer_from_bpe(bpe_path)
 
 
-def test_seed_prompt_ids_match_stable_diffusion(tokenizer):
+def test_the_original_chapters_prompt_ids_match_stable_diffusion(tokenizer):
     out = tokenizer("A photograph of a puppy", padding="max_length", truncation=True, return_tensors="pt")
     assert out.input_ids.shape == (1, 77)
     assert out.input_ids[0, :8].tolist() == [49406, 320, 8853, 539, 320, 6829, 49407, 49407]

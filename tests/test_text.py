@@ -20,7 +20,7 @@ def tokenizer(bpe_path): return clip_tokenizer_from_bpe(bpe_path)
 def pipe(tokenizer): return tiny_sd_pipeline(seed=0, tokenizer=tokenizer, device="cpu")
 
 
-def test_seed_prompt_gives_the_seed_ids(tokenizer):
+def test_the_original_chapters_prompt_gives_its_ids(tokenizer):
     table = token_table(tokenizer, "A photograph of a puppy")
     assert table.id.tolist() == [49406, 320, 8853, 539, 320, 6829, 49407, 49407]
     assert table.token.tolist()[1:6] == ["a</w>", "photograph</w>", "of</w>", "a</w>", "puppy</w>"]
