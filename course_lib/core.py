@@ -19,11 +19,11 @@ import huggingface_hub, huggingface_hub.constants  # the submodule is loaded laz
 
 # %% auto #0
 __all__ = ['DEFAULTS_FILE', 'SETTINGS_HEADER', 'PRESET_FAMILIES', 'settings', 'STREAMS', 'SOURCES_USED', 'check_choice',
-           'check_guidance_scale', 'read_settings', 'find_settings_file', 'parse_value', 'is_preset_section',
-           'CourseSettings', 'env_setting', 'get_device', 'make_generator', 'derived_generator', 'seeded', 'to_uint8',
-           'batch_hwc', 'image_arrays', 'grid_shape', 'image_grid', 'show_images', 'note_source', 'sources_used',
-           'model_note', 'HubUnavailableError', 'hub_offline_requested', 'hub_endpoint', 'probe_url', 'hub_reachable',
-           'hub_error', 'cached_snapshot', 'load_pretrained']
+           'check_guidance_scale', 'check_prompts', 'read_settings', 'find_settings_file', 'parse_value',
+           'is_preset_section', 'CourseSettings', 'env_setting', 'get_device', 'make_generator', 'derived_generator',
+           'seeded', 'to_uint8', 'batch_hwc', 'image_arrays', 'grid_shape', 'image_grid', 'show_images', 'note_source',
+           'sources_used', 'model_note', 'HubUnavailableError', 'hub_offline_requested', 'hub_endpoint', 'probe_url',
+           'hub_reachable', 'hub_error', 'cached_snapshot', 'load_pretrained']
 
 # %% ../nbs/00_core.ipynb #def1bff2
 def check_choice(name: str, value, choices):
@@ -40,6 +40,14 @@ def check_guidance_scale(guidance_scale) -> float:
     if not is_number or not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise ValueError(f"`guidance_scale` must be a finite number >= 0 (1 = no guidance); got {guidance_scale!r}.")
     return float(guidance_scale)
+
+# %% ../nbs/00_core.ipynb #63445863
+def check_prompts(prompts, name: str = "prompt") -> list[str]:
+    "`prompts` (a string or a non-empty list of strings) as a list, else a `ValueError` naming the argument `name`."
+    items = [prompts] if isinstance(prompts, str) else prompts
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(p, str) for p in items):
+        raise ValueError(f"`{name}` must be a string or a non-empty list of strings; got {prompts!r:.80}.")
+    return list(items)
 
 # %% ../nbs/00_core.ipynb #1e0800c2
 DEFAULTS_FILE = Path(str(importlib.resources.files("course_lib") / "settings.ini"))  # every setting, documented

@@ -24,8 +24,8 @@ __all__ = ['FASHION_CLASSES', 'SPLITS', 'SOURCES', 'IDX_MD5', 'IDX_DTYPES', 'IDX
            'sd_box', 'sd_segment', 'sd_ellipse', 'sd_trapezoid', 'sd_ring', 'subtract', 'Params', 'line_shade',
            'garment_coords', 'fabric', 'render_garments', 'torso_neck_sleeves', 'draw_tshirt', 'draw_shirt',
            'draw_pullover', 'draw_coat', 'draw_dress', 'draw_trouser', 'sole', 'shoe_upper', 'draw_sneaker',
-           'draw_boot', 'draw_sandal', 'draw_bag', 'draw_fashion', 'load_offline_fashion', 'load_fashion_mnist',
-           'fashion_tensors', 'class_examples']
+           'draw_boot', 'draw_sandal', 'draw_bag', 'draw_class', 'draw_fashion', 'load_offline_fashion',
+           'load_fashion_mnist', 'fashion_tensors', 'class_examples']
 
 # %% ../nbs/00_data.ipynb #4b82a586
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -322,6 +322,12 @@ def draw_bag(u, v, p):
 # %% ../nbs/00_data.ipynb #c2324e84
 DRAWERS = [draw_tshirt, draw_trouser, draw_pullover, draw_dress, draw_coat,
            draw_sandal, draw_shirt, draw_sneaker, draw_bag, draw_boot]  # in FASHION_CLASSES order
+
+# %% ../nbs/00_data.ipynb #f83edc7a
+def draw_class(label: int, n: int, seed=0, size: int = 28) -> torch.Tensor:
+    "`n` drawn garments of class `label` (an index into `FASHION_CLASSES`) as uint8 n×size×size; same seed, same pixels."
+    check_choice("label", label, range(len(DRAWERS)))
+    return render_garments(DRAWERS[label], Params(np.random.default_rng(seed), n), size)
 
 # %% ../nbs/00_data.ipynb #f2d272d0
 def draw_fashion(n: int, seed=0, size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,10 +17,10 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import resca
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from .core import check_choice, check_guidance_scale, make_generator
+from .core import check_choice, check_guidance_scale, check_prompts, make_generator
 from .latents import decode
 from .models import downsampling_factor, step_kwargs
-from .text import check_prompts, encode_prompt
+from .text import encode_prompt
 
 # %% auto #0
 __all__ = ['UNET_CONFIGS', 'SD_PARTS', 'OUTPUT_TYPES', 'unet_config', 'meta_unet', 'cross_attention_map', 'guide', 'sd_parts',

@@ -15,25 +15,17 @@ import torch.nn.functional as F
 import transformers
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from .core import get_device, note_source, seeded
+from .core import check_prompts, get_device, note_source, seeded
 from .data import FASHION_CLASSES
 from .models import TINY_TEXT_ENCODER, load_clip_tokenizer, load_text_encoder
 from .training import cache_path, save_pretrained_atomic, train
 
 # %% auto #0
 __all__ = ['TEXT_ENCODER_CONFIGS', 'CAPTION_NOUNS', 'CAPTION_WORDS', 'CAPTION_TEMPLATES', 'CLASS_PROMPTS', 'CAPTION_ENCODER',
-           'check_prompts', 'PromptTruncatedWarning', 'dropped_text', 'tokenize', 'token_table', 'merge_ranks',
-           'merge_pair', 'bpe_steps', 'text_encoder_config', 'tiny_text_encoder', 'plot_hidden_states', 'text_states',
+           'PromptTruncatedWarning', 'dropped_text', 'tokenize', 'token_table', 'merge_ranks', 'merge_pair',
+           'bpe_steps', 'text_encoder_config', 'tiny_text_encoder', 'plot_hidden_states', 'text_states',
            'encode_prompt', 'pooled_embeddings', 'prompt_similarity', 'plot_similarity', 'fashion_captions',
            'caption_logits', 'caption_accuracy', 'train_caption_encoder', 'caption_encoder_path', 'caption_encoder']
-
-# %% ../nbs/03_text.ipynb #48c6bca4
-def check_prompts(prompts, name: str = "prompt") -> list[str]:
-    "`prompts` (a string or a non-empty list of strings) as a list, else a `ValueError` naming the argument `name`."
-    items = [prompts] if isinstance(prompts, str) else prompts
-    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(p, str) for p in items):
-        raise ValueError(f"`{name}` must be a string or a non-empty list of strings; got {prompts!r:.80}.")
-    return list(items)
 
 # %% ../nbs/03_text.ipynb #dbed3cb7
 class PromptTruncatedWarning(UserWarning):
