@@ -225,9 +225,9 @@ def save_if_due(checkpoint, every: int, stop: int, accelerator, model, optimizer
 def finish_record(record: dict, done_before: int, start: float, run: dict, what: str, checkpoint) -> dict:
     "The run's `record` with its length, time and speed, noted as the source of the model `what`."
     seconds, trained = time.perf_counter() - start, record["step"] - done_before
-    label = run.get("preset", "custom")
-    note_source(what, f"trained here ({label} preset, {record['step']:,} steps)" if trained
-                else f"trained earlier here ({label} preset), loaded from {Path(checkpoint).name}")
+    recipe = f"{run['preset']} preset, " if "preset" in run else ""
+    note_source(what, f"trained here ({recipe}{record['step']:,} steps)" if trained
+                else f"trained earlier here ({recipe}loaded from {Path(checkpoint).name})")
     return record | {"total_steps": run["epochs"] * run["steps_per_epoch"], "seconds": seconds,
                      "images_per_second": trained * run["batch_size"] / max(seconds, 1e-9)}
 

@@ -83,7 +83,7 @@ def test_resumed_training_equals_an_uninterrupted_run(fashion, trained_smoke, tm
                                     what="test UNet")
     assert again["step"] == 8 and again["losses"] == record["losses"]  # a finished run does nothing more
     assert ("class UNet", "trained here (smoke preset, 8 steps)") in SOURCES_USED  # what the summary of a run lists
-    assert ("test UNet", "trained earlier here (smoke preset), loaded from run.safetensors") in SOURCES_USED
+    assert ("test UNet", "trained earlier here (smoke preset, loaded from run.safetensors)") in SOURCES_USED
     with pytest.raises(ValueError, match="`checkpoint` .* was written by another run"):
         train_class_conditioned(make_class_unet("smoke"), *fashion, "smoke", checkpoint=checkpoint, batch_size=32, progress=False)
 

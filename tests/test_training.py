@@ -137,7 +137,7 @@ def test_the_trainer_learns_logs_and_resumes_exactly(fashion, tmp_path):
     assert resumed["losses"] == record["losses"] and torch.equal(interrupted.weight, whole.weight)
     again = train(interrupted, brightness_loss, epoch_batches(images, None, 64), RUN, checkpoint=checkpoint, progress=False,
                   what="finished model")
-    assert again["step"] == 20 and ("finished model", "trained earlier here (test preset), loaded from run.safetensors") in SOURCES_USED
+    assert again["step"] == 20 and ("finished model", "trained earlier here (test preset, loaded from run.safetensors)") in SOURCES_USED
     with pytest.raises(ValueError, match="was written by another run"):
         train(new_model(), brightness_loss, epoch_batches(images, None, 64), RUN | {"learning_rate": 0.1}, checkpoint=checkpoint,
               progress=False)
