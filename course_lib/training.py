@@ -176,7 +176,7 @@ def save_pretrained_atomic(model, folder) -> Path:
     return folder
 
 # %% ../nbs/00_training.ipynb #eb21c3eb
-CACHE_VERSION = 2  # 2: one trainer for every model (the VAE's step noise gained the rank key)
+CACHE_VERSION = 2  # 2: one naming rule for every cached model; the caption encoder's schedule is the trainer's
 
 def data_fingerprint(*tensors: torch.Tensor) -> str:
     "A short hash of the bytes of `tensors` (a training set's images and labels, say)."
