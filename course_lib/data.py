@@ -7,7 +7,7 @@ Docs: https://sd-course.github.io/course_lib/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #b53c1cc7
 from __future__ import annotations
-import gzip, hashlib, io, math, os, struct, tempfile, zlib
+import gzip, hashlib, io, math, os, random, re, struct, tempfile, zlib
 from pathlib import Path
 
 import datasets
@@ -19,13 +19,15 @@ from .core import cached_snapshot, check_choice, get_device, hub_reachable, note
 
 # %% auto #0
 __all__ = ['FASHION_CLASSES', 'SPLITS', 'SOURCES', 'IDX_MD5', 'IDX_DTYPES', 'IDX_STEMS', 'FASHION_ALTERNATIVE', 'union',
-           'NOTHING', 'DRAWERS', 'OFFLINE_VERSION', 'OFFLINE_SIZES', 'fashion_features', 'fashion_dataset',
-           'unpack_idx', 'read_idx', 'fashion_search_dirs', 'find_idx', 'load_local_fashion', 'load_hub_fashion',
-           'sd_box', 'sd_segment', 'sd_ellipse', 'sd_trapezoid', 'sd_ring', 'subtract', 'Params', 'line_shade',
-           'garment_coords', 'fabric', 'render_garments', 'torso_neck_sleeves', 'draw_tshirt', 'draw_shirt',
-           'draw_pullover', 'draw_coat', 'draw_dress', 'draw_trouser', 'sole', 'shoe_upper', 'draw_sneaker',
-           'draw_boot', 'draw_sandal', 'draw_bag', 'draw_class', 'draw_fashion', 'load_offline_fashion',
-           'load_fashion_mnist', 'fashion_tensors', 'class_examples']
+           'NOTHING', 'PATTERNS', 'DRAWERS', 'OFFLINE_VERSION', 'OFFLINE_SIZES', 'PALETTE', 'COLOUR_SIZE',
+           'CLASS_NOUNS', 'PATTERN_WORDS', 'COLOUR_TEMPLATES', 'COLOUR_VERSION', 'fashion_features', 'png_value',
+           'fashion_dataset', 'unpack_idx', 'read_idx', 'fashion_search_dirs', 'find_idx', 'load_local_fashion',
+           'load_hub_fashion', 'sd_box', 'sd_segment', 'sd_ellipse', 'sd_trapezoid', 'sd_ring', 'subtract', 'Params',
+           'line_shade', 'garment_coords', 'fabric', 'render_garments', 'torso_neck_sleeves', 'draw_tshirt',
+           'draw_shirt', 'draw_pullover', 'draw_coat', 'draw_dress', 'draw_trouser', 'sole', 'shoe_upper',
+           'draw_sneaker', 'draw_boot', 'draw_sandal', 'draw_bag', 'draw_class', 'draw_fashion', 'cached_dataset',
+           'load_offline_fashion', 'draw_colour_fashion', 'garment_colours', 'describe_garment', 'colour_captions',
+           'colour_features', 'load_colour_fashion', 'load_fashion_mnist', 'fashion_tensors', 'class_examples']
 
 # %% ../nbs/00_data.ipynb #4b82a586
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -38,16 +40,18 @@ def fashion_features() -> datasets.Features:
     return datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=FASHION_CLASSES)})
 
 # %% ../nbs/00_data.ipynb #f266b55e
+def png_value(array: np.ndarray) -> dict:
+    "A uint8 image array as the value an `Image` feature stores: fast-compressed PNG bytes (a 60k-image set in seconds)."
+    buffer = io.BytesIO(); Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return {"bytes": buffer.getvalue(), "path": None}
+
 def fashion_dataset(images: np.ndarray, labels: np.ndarray, description: str) -> datasets.Dataset:
     "Pack uint8 `images` (N×28×28) and int `labels` into a `Dataset` with `fashion_features`."
     if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels):
         raise ValueError(f"`images` must be N×H×W uint8 with one label each; got {images.shape} {images.dtype}, "
                          f"{len(labels)} labels.")
-    def png(a):  # the Image feature stores encoded bytes; fast PNG keeps a 60k-image build to a few seconds
-        buffer = io.BytesIO(); Image.fromarray(a).save(buffer, format="PNG", compress_level=1)
-        return {"bytes": buffer.getvalue(), "path": None}
     info = datasets.DatasetInfo(description=description, features=fashion_features())
-    return datasets.Dataset.from_dict({"image": [png(a) for a in images], "label": np.asarray(labels, np.int64)},
+    return datasets.Dataset.from_dict({"image": [png_value(a) for a in images], "label": np.asarray(labels, np.int64)},
                                       features=fashion_features(), info=info)
 
 # %% ../nbs/00_data.ipynb #c2264c6f
@@ -169,10 +173,13 @@ NOTHING = 9.0  # a distance so large the shape draws nothing: how a garment "dro
 
 # %% ../nbs/00_data.ipynb #878eef3b
 class Params:
-    "Per-image random parameters from `rng`, shaped (n, 1, 1) to broadcast over an image grid."
-    def __init__(self, rng: np.random.Generator, n: int): self.rng, self.n = rng, n
+    "Per-image random parameters from `rng`, shaped (n, 1, 1) to broadcast over an image grid; `note` keeps attributes."
+    def __init__(self, rng: np.random.Generator, n: int): self.rng, self.n, self.attributes = rng, n, {}
     def __call__(self, lo, hi): return torch.from_numpy(self.rng.uniform(lo, hi, (self.n, 1, 1)).astype(np.float32))
     def coin(self, p): return torch.from_numpy(self.rng.random((self.n, 1, 1)) < p)
+    def note(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        "Keep `value` (one per image) as the attribute `name` of the images being drawn; returns it."
+        self.attributes[name] = value.flatten(); return value
 
 def line_shade(sd_line, depth):
     "A brightness multiplier that darkens by `depth` the pixels inside `sd_line` (seams, openings, buttons)."
@@ -184,19 +191,24 @@ def garment_coords(p: Params, size: int = 28):
     lin = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
     y, x = torch.meshgrid(lin, lin, indexing="ij")
     scale, aspect, angle = p(0.78, 1.0), p(0.85, 1.15), p(-0.14, 0.14)  # angle in radians: about ±8°
+    p.note("size", scale)  # how much of the frame the garment fills
     x, y = x - p(-0.07, 0.07), y - p(-0.07, 0.07)
     cos, sin = torch.cos(angle), torch.sin(angle)
     return (cos * x + sin * y) / (scale * aspect), (-sin * x + cos * y) / (scale / aspect), 2 / (size * scale)
 
+# %% ../nbs/00_data.ipynb #207ac063
+PATTERNS = ("plain", "horizontal stripes", "vertical stripes", "checks", "speckled")  # fabric's kinds, in order
+
 def fabric(u, v, p: Params):
     "Per-image brightness × texture × shading, in the garment's frame (so patterns turn with it)."
-    kind = torch.from_numpy(p.rng.choice(5, size=(p.n, 1, 1), p=[0.4, 0.15, 0.15, 0.15, 0.15]))
+    kind = p.note("pattern", torch.from_numpy(p.rng.choice(5, size=(p.n, 1, 1), p=[0.4, 0.15, 0.15, 0.15, 0.15])))  # PATTERNS
     freq, phase, depth = p(4, 9), p(0, 2 * math.pi), p(0.15, 0.45)
     rows, cols = torch.sin(freq * math.pi * v + phase), torch.sin(freq * math.pi * u + phase)
     speckle = torch.from_numpy(p.rng.random((p.n, *u.shape[1:]), dtype=np.float32)) * 2 - 1
     pattern = torch.stack([torch.zeros_like(u), rows, cols, rows * cols, speckle]).gather(0, kind[None].expand(1, *u.shape))[0]
     shading = 1 - p(0.0, 0.35) * (v * p(-1, 1) + u * p(-0.5, 0.5)).clamp(-1, 1).abs()
-    return p(0.3, 1.0) * shading * (1 - depth * (pattern * 0.5 + 0.5))
+    brightness = p.note("brightness", p(0.3, 1.0))
+    return brightness * shading * (1 - depth * (pattern * 0.5 + 0.5))
 
 # %% ../nbs/00_data.ipynb #7f3baaa4
 def render_garments(draw, p: Params, size: int = 28) -> torch.Tensor:
@@ -330,18 +342,30 @@ def draw_class(label: int, n: int, seed=0, size: int = 28) -> torch.Tensor:
     return render_garments(DRAWERS[label], Params(np.random.default_rng(seed), n), size)
 
 # %% ../nbs/00_data.ipynb #f2d272d0
-def draw_fashion(n: int, seed=0, size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
-    "`n` procedural Fashion-like images (uint8, n×size×size) and their labels, balanced and shuffled; same seed, same pixels."
+def draw_fashion(n: int, seed=0, size: int = 28, with_attributes: bool = False):
+    "`n` procedural Fashion-like images (uint8 n×size×size) and labels, balanced and shuffled, and on request their attributes."
     if n < 0: raise ValueError(f"`n` must be >= 0; got {n}.")
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(DRAWERS))
-    images = torch.empty(n, size, size, dtype=torch.uint8)
+    images, attributes = torch.empty(n, size, size, dtype=torch.uint8), {}
     for label, draw in enumerate(DRAWERS):
-        idx = torch.from_numpy(np.flatnonzero(labels == label))
-        images[idx] = render_garments(draw, Params(rng, len(idx)), size)
-    return images, torch.from_numpy(labels)
+        idx, p = torch.from_numpy(np.flatnonzero(labels == label)), Params(rng, int((labels == label).sum()))
+        images[idx] = render_garments(draw, p, size)
+        for name, values in p.attributes.items(): attributes.setdefault(name, torch.empty(n, dtype=values.dtype))[idx] = values
+    return (images, torch.from_numpy(labels)) + ((attributes,) if with_attributes else ())
 
 # %% ../nbs/00_data.ipynb #fdb713d3
+def cached_dataset(folder: Path, build) -> datasets.Dataset:
+    "The `Dataset` saved in `folder`, else `build()`'s, saved there first (written beside it and renamed: atomic)."
+    if not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+            build().save_to_disk(str(Path(tmp) / "ds"))
+            try: os.replace(Path(tmp) / "ds", folder)
+            except OSError: pass  # another process cached it first: theirs is identical
+    return datasets.load_from_disk(str(folder))
+
+# %% ../nbs/00_data.ipynb #c4c4980f
 OFFLINE_VERSION = 1
 OFFLINE_SIZES = {"train": 60_000, "test": 10_000}
 
@@ -351,16 +375,87 @@ def load_offline_fashion(split: str = "train", seed=None, cache_dir=None, n=None
     seed = int(settings.get("offline_seed", seed))
     n = OFFLINE_SIZES[split] if n is None else n
     folder = settings.get_path("cache_dir", cache_dir) / f"fashion-offline-v{OFFLINE_VERSION}-seed{seed}-{split}-{n}"
-    if folder.is_dir(): return datasets.load_from_disk(str(folder))
-    images, labels = draw_fashion(n, seed=(seed, SPLITS.index(split)))
-    ds = fashion_dataset(images.numpy(), labels.numpy(), f"offline: the course's procedural Fashion-like set "
-                         f"(seed {seed}), drawn by course_lib.data, not the real Fashion-MNIST")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
-        ds.save_to_disk(str(Path(tmp) / "ds"))
-        try: os.replace(Path(tmp) / "ds", folder)
-        except OSError: pass  # another process cached it first: theirs is identical
-    return datasets.load_from_disk(str(folder))
+    def build():
+        images, labels = draw_fashion(n, seed=(seed, SPLITS.index(split)))
+        return fashion_dataset(images.numpy(), labels.numpy(), f"offline: the course's procedural Fashion-like set "
+                               f"(seed {seed}), drawn by course_lib.data, not the real Fashion-MNIST")
+    return cached_dataset(folder, build)
+
+# %% ../nbs/00_data.ipynb #646089b1
+PALETTE = {"red": (0.9, 0.16, 0.14), "orange": (0.96, 0.52, 0.08), "yellow": (0.94, 0.86, 0.12), "green": (0.18, 0.72, 0.22),
+           "cyan": (0.1, 0.78, 0.82), "blue": (0.2, 0.36, 0.95), "purple": (0.58, 0.24, 0.86), "pink": (0.96, 0.42, 0.72),
+           "white": (1.0, 1.0, 1.0), "grey": (0.52, 0.52, 0.52)}  # 8 hues, then white and grey
+COLOUR_SIZE = 32
+
+def draw_colour_fashion(n: int, seed=0, size: int = COLOUR_SIZE):
+    "`n` garments (uint8 n×size×size×3), labels and attributes (colour, pattern, size); each garment one `PALETTE` colour."
+    gray, labels, attributes = draw_fashion(n, seed, size, with_attributes=True)
+    colours = torch.from_numpy(np.random.default_rng([*np.ravel(seed), 7]).integers(len(PALETTE), size=n))  # a stream of its own
+    shape = gray.float() / 255 / attributes.pop("brightness")[:, None, None]  # the colour sets the brightness now
+    tint = torch.tensor(list(PALETTE.values()))[colours]
+    images = (shape.clamp(0, 1)[..., None] * tint[:, None, None, :] * 255).round().to(torch.uint8)
+    return images, labels, attributes | {"colour": colours}
+
+# %% ../nbs/00_data.ipynb #a30a84ca
+def garment_colours(images: torch.Tensor) -> torch.Tensor:
+    "The `PALETTE` index of each garment in uint8 `images` N×H×W×3, measured from its pixels (no learned judge)."
+    x = images.float().flatten(1, 2) / 255                        # N×pixels×3
+    value = x.max(-1).values                                       # N×pixels
+    garment = value > 0.1                                          # the background is black
+    chroma = (x / value.clamp(min=1e-6)[..., None] * garment[..., None]).sum(1) / garment.sum(1, keepdim=True).clamp(min=1)
+    palette = torch.tensor(list(PALETTE.values()))
+    nearest = torch.cdist(chroma, palette / palette.max(-1, keepdim=True).values).argmin(-1)
+    white, grey = list(PALETTE).index("white"), list(PALETTE).index("grey")
+    bright = torch.nanquantile(value.masked_fill(~garment, float("nan")), 0.95, dim=1) > 0.65  # white's brightest vs grey's
+    achromatic = (nearest == white) | (nearest == grey)
+    return torch.where(achromatic, torch.where(bright, white, grey), nearest)
+
+# %% ../nbs/00_data.ipynb #6e301a6b
+CLASS_NOUNS = (("t-shirt", "tee", "top"), ("trousers", "pants", "jeans"), ("pullover", "sweater", "jumper"),
+               ("dress", "gown"), ("coat", "jacket"), ("sandal", "flip-flop"), ("shirt", "blouse"),
+               ("sneaker", "trainer"), ("bag", "handbag", "purse"), ("ankle boot", "boot"))  # in FASHION_CLASSES order
+PATTERN_WORDS = (("plain",), ("striped", "horizontally striped"), ("striped", "vertically striped"),
+                 ("checked", "checkered"), ("speckled", "mottled"))  # in PATTERNS order
+COLOUR_TEMPLATES = {"train": ("a {garment}", "a photo of a {garment}", "{garment} on a dark background",
+                              "product shot: {garment}", "a picture of a {garment}"),
+                    "test": ("an image of a {garment}", "here is a {garment}", "my {garment}")}
+
+# %% ../nbs/00_data.ipynb #e045a803
+def describe_garment(label: int, colour: int, pattern: int, rng, split: str = "train") -> str:
+    "A true caption of one garment: its class (a synonym), often its colour and pattern, in a template of `split`."
+    words = [list(PALETTE)[colour]] if rng.random() < 0.9 else []
+    if pattern or rng.random() < 0.3: words.append(rng.choice(PATTERN_WORDS[pattern]))  # "plain" is said less often
+    if len(words) == 2 and rng.random() < 0.5: words.reverse()  # "striped red" as well as "red striped"
+    garment = " ".join([*words, rng.choice(CLASS_NOUNS[label])])
+    return re.sub(r"\ba (?=[aeiou])", "an ", rng.choice(COLOUR_TEMPLATES[check_choice("split", split, SPLITS)]).format(garment=garment))
+
+def colour_captions(labels, colours, patterns, split: str = "train", seed: int = 0) -> list[str]:
+    "One true caption per garment (see `describe_garment`), the same for the same `seed`."
+    rng = random.Random(f"colour-captions-{split}-{seed}")
+    return [describe_garment(int(l), int(c), int(p), rng, split) for l, c, p in zip(labels, colours, patterns)]
+
+# %% ../nbs/00_data.ipynb #63cf6985
+COLOUR_VERSION = 1
+
+def colour_features() -> datasets.Features:
+    "The colour variant's columns: the image, its class, colour and pattern (named), its size, and a true caption."
+    return datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=FASHION_CLASSES),
+                              "colour": datasets.ClassLabel(names=list(PALETTE)), "pattern": datasets.ClassLabel(names=list(PATTERNS)),
+                              "size": datasets.Value("float32"), "caption": datasets.Value("string")})
+
+def load_colour_fashion(split: str = "train", seed=None, cache_dir=None, n=None) -> datasets.Dataset:
+    "The colour variant's `split` (60k train, 10k test, or `n` images) with its attributes and a true caption each; cached."
+    check_choice("split", split, SPLITS)
+    seed, n = int(settings.get("offline_seed", seed)), OFFLINE_SIZES[split] if n is None else n
+    folder = settings.get_path("cache_dir", cache_dir) / f"fashion-colour-v{COLOUR_VERSION}-seed{seed}-{split}-{n}"
+    def build():
+        images, labels, attributes = draw_colour_fashion(n, seed=(seed, SPLITS.index(split)))
+        columns = {"image": [png_value(a) for a in images.numpy()], "label": labels.numpy(),
+                   "colour": attributes["colour"].numpy(), "pattern": attributes["pattern"].numpy(), "size": attributes["size"].numpy(),
+                   "caption": colour_captions(labels, attributes["colour"], attributes["pattern"], split, seed)}
+        info = datasets.DatasetInfo(description=f"the course's colour garments (seed {seed})", features=colour_features())
+        return datasets.Dataset.from_dict(columns, features=colour_features(), info=info)
+    return cached_dataset(folder, build)
 
 # %% ../nbs/00_data.ipynb #42dbfb76
 def load_fashion_mnist(split: str = "train", source=None, data_dir=None, hub_id=None, seed=None, verbose=True) -> datasets.Dataset:

@@ -16,12 +16,12 @@ import transformers
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from .core import check_prompts, get_device, note_source, seeded
-from .data import FASHION_CLASSES
+from .data import CLASS_NOUNS, FASHION_CLASSES
 from .models import TINY_TEXT_ENCODER, load_clip_tokenizer, load_text_encoder
 from .training import cache_path, save_pretrained_atomic, train
 
 # %% auto #0
-__all__ = ['TEXT_ENCODER_CONFIGS', 'CAPTION_NOUNS', 'CAPTION_WORDS', 'CAPTION_TEMPLATES', 'CLASS_PROMPTS', 'CAPTION_ENCODER',
+__all__ = ['TEXT_ENCODER_CONFIGS', 'CAPTION_WORDS', 'CAPTION_TEMPLATES', 'CLASS_PROMPTS', 'CAPTION_ENCODER',
            'PromptTruncatedWarning', 'dropped_text', 'tokenize', 'token_table', 'merge_ranks', 'merge_pair',
            'bpe_steps', 'text_encoder_config', 'tiny_text_encoder', 'plot_hidden_states', 'text_states',
            'encode_prompt', 'pooled_embeddings', 'prompt_similarity', 'plot_similarity', 'fashion_captions',
@@ -172,9 +172,6 @@ def plot_similarity(*tables: pd.DataFrame, titles=()):
     return fig
 
 # %% ../nbs/03_text.ipynb #4456536c
-CAPTION_NOUNS = (("t-shirt", "tee", "top"), ("trousers", "pants", "jeans"), ("pullover", "sweater", "jumper"),
-                 ("dress", "gown"), ("coat", "jacket"), ("sandal", "flip-flop"), ("shirt", "blouse"),
-                 ("sneaker", "trainer"), ("bag", "handbag", "purse"), ("ankle boot", "boot"))  # in FASHION_CLASSES order
 CAPTION_WORDS = ("red", "blue", "black", "white", "green", "striped", "checked", "woollen", "leather", "denim",
                  "cotton", "vintage", "cheap", "elegant", "small", "large")
 CAPTION_TEMPLATES = {"train": ("a photo of a {word} {noun}", "a {word} {noun}", "{word} {noun} on a white background",
@@ -187,9 +184,9 @@ def fashion_captions(n: int, split: str = "train", seed: int = 0) -> tuple[list[
     if split not in CAPTION_TEMPLATES: raise ValueError(f"`split` must be 'train' or 'test'; got {split!r}.")
     rng, captions, labels = random.Random(f"{split}-{seed}"), [], []
     for _ in range(n):
-        label = rng.randrange(len(CAPTION_NOUNS))
+        label = rng.randrange(len(CLASS_NOUNS))
         template = rng.choice(CAPTION_TEMPLATES[split])
-        captions.append(template.format(word=rng.choice(CAPTION_WORDS), noun=rng.choice(CAPTION_NOUNS[label])))
+        captions.append(template.format(word=rng.choice(CAPTION_WORDS), noun=rng.choice(CLASS_NOUNS[label])))
         labels.append(label)
     return captions, torch.tensor(labels)
 
@@ -226,7 +223,7 @@ def train_caption_encoder(tokenizer, text_encoder, steps: int = 400, batch_size:
 # %% ../nbs/03_text.ipynb #6d414c4b
 def caption_encoder_path(steps: int = 400, seed: int = 0, cache_dir=None):
     "The cache folder of the caption encoder; its name carries everything that changes the weights (`cache_path`)."
-    recipe = dict(config=CAPTION_ENCODER, steps=steps, seed=seed, nouns=CAPTION_NOUNS, words=CAPTION_WORDS,
+    recipe = dict(config=CAPTION_ENCODER, steps=steps, seed=seed, nouns=CLASS_NOUNS, words=CAPTION_WORDS,
                   templates=CAPTION_TEMPLATES["train"], prompts=CLASS_PROMPTS)
     return cache_path("caption-encoder", recipe, cache_dir=cache_dir)
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib.data import (FASHION_CLASSES, IDX_STEMS, draw_fashion, fashion_tensors, load_fashion_mnist,
+from course_lib.data import (CLASS_NOUNS, FASHION_CLASSES, IDX_STEMS, PALETTE, PATTERN_WORDS, PATTERNS, colour_captions,
+                             draw_colour_fashion, draw_fashion, fashion_tensors, garment_colours, load_colour_fashion, load_fashion_mnist,
                              load_hub_fashion, load_local_fashion, load_offline_fashion, read_idx)
 from conftest import fashion_label_file
 from course_lib.core import SOURCES_USED
@@ -168,3 +169,39 @@ def test_offline_splits_full_size_cached_and_reloaded(tmp_path):
     train = load_offline_fashion("train", seed=0, cache_dir=tmp_path)
     assert len(train) == 60_000 and np.bincount(train["label"]).tolist() == [6000] * 10
     assert not np.array_equal(np.asarray(train[0]["image"]), np.asarray(test[0]["image"]))
+
+
+# --- attributes and the colour variant (chapter 5) --------------------------------------------------------------------
+def test_the_grayscale_set_keeps_its_pixels_and_reveals_its_attributes():
+    import hashlib
+    images, labels, attributes = draw_fashion(2000, seed=(0, 0), with_attributes=True)
+    digest = hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()
+    assert digest == "c2b58d36dfb6db24f5ceb2238b860de4a30a57818c74d105573fad027ece44c7"  # as drawn before attributes existed
+    assert sorted(attributes) == ["brightness", "pattern", "size"] and all(len(v) == 2000 for v in attributes.values())
+    assert set(attributes["pattern"].tolist()) == set(range(len(PATTERNS))) and 0.3 <= attributes["brightness"].min()
+    assert torch.equal(draw_fashion(2000, seed=(0, 0))[0], images)
+
+
+def test_colour_garments_are_measured_as_drawn_and_captioned_truly():
+    images, labels, attributes = draw_colour_fashion(1000, seed=3)
+    assert images.shape == (1000, 32, 32, 3) and set(attributes) == {"colour", "pattern", "size"}
+    assert (garment_colours(images) == attributes["colour"]).float().mean() > 0.98
+    assert torch.equal(draw_colour_fashion(1000, seed=3)[0], images)
+    gray = draw_fashion(1000, seed=3, size=32)[0]
+    assert torch.equal(images.amax(-1) > 0, gray > 0)  # the same garments, coloured
+    captions = colour_captions(labels, attributes["colour"], attributes["pattern"], "test", seed=1)
+    for caption, label, colour, pattern in zip(captions, labels, attributes["colour"], attributes["pattern"]):
+        words = f" {caption} "
+        assert [c for c in PALETTE if f" {c} " in words] in ([], [list(PALETTE)[colour]]), caption
+        assert any(f" {noun} " in words for noun in CLASS_NOUNS[label]), caption
+        said = {p for p, names in enumerate(PATTERN_WORDS) if any(f" {n} " in words for n in names)}
+        assert said <= {int(pattern)} | ({1, 2} if pattern in (1, 2) else set()), caption  # "striped" fits either stripes
+        assert caption.split()[0] in ("an", "here", "my") and " a a" not in caption and " a o" not in caption
+
+
+def test_colour_set_is_a_cached_dataset_with_attribute_columns(tmp_path):
+    ds = load_colour_fashion("train", cache_dir=tmp_path, n=50)
+    assert list(ds.features) == ["image", "label", "colour", "pattern", "size", "caption"]
+    assert ds.features["colour"].names == list(PALETTE) and ds[0]["image"].mode == "RGB"
+    again = load_colour_fashion("train", cache_dir=tmp_path, n=50)
+    assert again["caption"] == ds["caption"] and len(list(tmp_path.iterdir())) == 1
