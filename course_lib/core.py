@@ -87,7 +87,8 @@ def parse_value(text: str):
     return text
 
 # %% ../nbs/00_core.ipynb #9ca07900
-PRESET_FAMILIES = ("preset", "vae", "latent")  # [preset.cpu]: chapter 1's UNet; [vae.cpu], [latent.cpu]: chapter 2's
+PRESET_FAMILIES = ("preset", "vae", "latent", "clip", "colour_vae", "text_unet")
+# [preset.cpu]: chapter 1's UNet; [vae.cpu], [latent.cpu]: chapter 2's; [clip.cpu]: chapter 3's CLIP; the last two: chapter 5's
 
 def is_preset_section(section: str) -> bool: return section.split(".")[0] in PRESET_FAMILIES and "." in section
 

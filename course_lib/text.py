@@ -7,25 +7,30 @@ Docs: https://sd-course.github.io/course_lib/text.html.md"""
 
 # %% ../nbs/03_text.ipynb #c8105c7c
 from __future__ import annotations
-import json, random, warnings
+import json, math, random, warnings
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 import transformers
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
 
-from .core import check_prompts, get_device, note_source, seeded
-from .data import CLASS_NOUNS, FASHION_CLASSES
+from .core import check_prompts, derived_generator, get_device, note_source, seeded
+from .data import (CLASS_NOUNS, COLOUR_TEMPLATES, COLOUR_VERSION, FASHION_CLASSES, PALETTE, PATTERN_WORDS,
+                             colour_captions, colour_tensors, load_colour_fashion)
 from .models import TINY_TEXT_ENCODER, load_clip_tokenizer, load_text_encoder
-from .training import cache_path, save_pretrained_atomic, train
+from .training import (cache_path, fashion_batches, pick_preset, preset_label, preset_values,
+                                 save_pretrained_atomic, train)
 
 # %% auto #0
 __all__ = ['TEXT_ENCODER_CONFIGS', 'CAPTION_WORDS', 'CAPTION_TEMPLATES', 'CLASS_PROMPTS', 'CAPTION_ENCODER',
            'PromptTruncatedWarning', 'dropped_text', 'tokenize', 'token_table', 'merge_ranks', 'merge_pair',
            'bpe_steps', 'text_encoder_config', 'tiny_text_encoder', 'plot_hidden_states', 'text_states',
            'encode_prompt', 'pooled_embeddings', 'prompt_similarity', 'plot_similarity', 'fashion_captions',
-           'caption_logits', 'caption_accuracy', 'train_caption_encoder', 'caption_encoder_path', 'caption_encoder']
+           'caption_logits', 'caption_accuracy', 'train_caption_encoder', 'caption_encoder_path', 'caption_encoder',
+           'make_clip_towers', 'caption_batches', 'clip_loss', 'train_clip_towers', 'clip_vectors',
+           'zero_shot_accuracy', 'clip_score', 'attribute_prompts', 'zero_shot_table', 'clip_towers_path',
+           'clip_towers', 'text_tower']
 
 # %% ../nbs/03_text.ipynb #dbed3cb7
 class PromptTruncatedWarning(UserWarning):
@@ -239,3 +244,99 @@ def caption_encoder(tokenizer=None, steps: int = 400, seed: int = 0, cache_dir=N
     if progress: print(f"trained in {record['seconds']:.0f} s, final loss {record['losses'][-1]:.3f}; saved to {folder}")
     save_pretrained_atomic(model, folder)
     return model
+
+# %% ../nbs/03_text.ipynb #82976340
+def make_clip_towers(preset=None, seed: int = 0) -> CLIPModel:
+    "An untrained `CLIPModel` sized by `clip` `preset`: a text tower over CLIP's 49,408 ids, a ViT for 3×32×32 images."
+    p = preset_values(preset, "clip")
+    tower = {k: p[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "projection_dim")}
+    text = CLIPTextConfig(**(TINY_TEXT_ENCODER | tower))
+    vision = CLIPVisionConfig(**tower, image_size=32, patch_size=p["patch_size"], num_channels=3)
+    with seeded(seed):
+        return CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
+                                    projection_dim=p["projection_dim"]))
+
+# %% ../nbs/03_text.ipynb #35999650
+def caption_batches(tokenizer, colour: dict, batch_size: int, seed: int = 0, stream: str = "epoch"):
+    "`batches(epoch, first_batch)` for `train`: (images, caption ids) of the `colour_tensors` `colour`, new captions each epoch."
+    def batches(epoch: int, first_batch: int = 0):
+        captions = colour_captions(colour["label"], colour["colour"], colour["pattern"], "train", seed=f"{seed}-epoch{epoch}")
+        ids = tokenize(tokenizer, captions).input_ids.to(colour["images"].device)
+        return fashion_batches(colour["images"], ids, batch_size, start=first_batch, generator=derived_generator(seed, stream, epoch))
+    return batches
+
+# %% ../nbs/03_text.ipynb #9d57265c
+def clip_loss(model, batch, generator=None, bf16: bool = False) -> torch.Tensor:
+    "CLIP's symmetric contrastive loss of a batch (images, caption ids), as `CLIPModel` computes it."
+    x, ids = batch
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        return model(input_ids=ids, pixel_values=x, return_loss=True).loss.float()
+
+def train_clip_towers(towers, tokenizer, colour: dict, preset=None, *, seed: int = 0, max_steps: int | None = None,
+                      device=None, progress: bool = True) -> dict:
+    "Train the `CLIPModel` `towers` on the `colour_tensors` `colour` with `clip` `preset`; returns the run's record."
+    p = preset_values(preset, "clip")
+    n = min(p["train_samples"], len(colour["images"]))
+    run = dict(epochs=p["epochs"], steps_per_epoch=math.ceil(n / p["batch_size"]), batch_size=p["batch_size"],
+               learning_rate=p["learning_rate"], lr_schedule="cosine", mixed_precision=p["mixed_precision"] or "no",
+               preset=preset_label(preset))
+    data = {k: v[:n].to(get_device(device)) for k, v in colour.items()}
+    return train(towers, clip_loss, caption_batches(tokenizer, data, p["batch_size"], seed), run, seed=seed,
+                 max_steps=max_steps, device=device, progress=progress, what="CLIP towers")
+
+# %% ../nbs/03_text.ipynb #f98dd692
+@torch.no_grad()
+def clip_vectors(towers, tokenizer, images: torch.Tensor, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+    "Unit vectors of `images` (N×3×32×32 in [0, 1]) and of `prompts` in the towers' shared space, float32 on the CPU."
+    dev = towers.device
+    pictures = torch.cat([towers.get_image_features(pixel_values=b.to(dev) * 2 - 1).pooler_output for b in images.split(500)])
+    texts = towers.get_text_features(input_ids=tokenize(tokenizer, check_prompts(prompts)).input_ids.to(dev)).pooler_output
+    return F.normalize(pictures.float(), dim=-1).cpu(), F.normalize(texts.float(), dim=-1).cpu()
+
+def zero_shot_accuracy(towers, tokenizer, images: torch.Tensor, truth, prompts) -> float:
+    "Share of `images` whose nearest of `prompts` (one per answer, in answer order) is the `truth`'s."
+    pictures, texts = clip_vectors(towers, tokenizer, images, prompts)
+    return ((pictures @ texts.T).argmax(1) == torch.as_tensor(truth).cpu()).float().mean().item()
+
+def clip_score(towers, tokenizer, images: torch.Tensor, prompts) -> torch.Tensor:
+    "CLIP score of each image with its prompt: 100 × max(cosine similarity, 0)."
+    pictures, texts = clip_vectors(towers, tokenizer, images, prompts)
+    return 100 * (pictures * texts).sum(-1).clamp(min=0)
+
+# %% ../nbs/03_text.ipynb #4c899133
+def attribute_prompts() -> dict[str, list[str]]:
+    "One prompt per answer for each attribute of the colour garments: 'class', 'colour', 'pattern'."
+    return {"class": [f"a {nouns[0]}" for nouns in CLASS_NOUNS], "colour": [f"a {name} garment" for name in PALETTE],
+            "pattern": [f"a {words[-1]} garment" for words in PATTERN_WORDS]}
+
+def zero_shot_table(towers, tokenizer, colour: dict, n: int = 1000) -> pd.DataFrame:
+    "Zero-shot accuracy of the towers on the first `n` of the `colour_tensors` `colour`, per attribute."
+    images = colour["images"][:n].permute(0, 3, 1, 2).float() / 255
+    return pd.DataFrame([{"attribute": name, "answers": len(prompts), "zero-shot accuracy": zero_shot_accuracy(
+        towers, tokenizer, images, colour[{"class": "label"}.get(name, name)][:n], prompts)}
+        for name, prompts in attribute_prompts().items()])
+
+# %% ../nbs/03_text.ipynb #b798ea15
+def clip_towers_path(preset=None, seed: int = 0, cache_dir=None):
+    "The cache folder of the CLIP towers `preset` and `seed` train on the colour set (the course's `cache_path` rule)."
+    recipe = preset_values(preset, "clip") | dict(seed=seed, colour_set=COLOUR_VERSION, nouns=CLASS_NOUNS,
+                                                  patterns=PATTERN_WORDS, templates=COLOUR_TEMPLATES["train"])
+    return cache_path(f"clip-towers-{preset_label(preset)}", recipe, cache_dir=cache_dir)
+
+def clip_towers(tokenizer=None, preset=None, seed: int = 0, cache_dir=None, device=None, progress: bool = True) -> CLIPModel:
+    "The CLIP towers of `preset`: loaded from the cache, else trained on the colour set's train split and saved."
+    folder = clip_towers_path(preset, seed, cache_dir)
+    if (folder / "config.json").exists():
+        note_source("CLIP towers", f"trained earlier here, loaded from {folder.name}")
+        return CLIPModel.from_pretrained(folder).to(get_device(device)).eval()
+    towers = make_clip_towers(preset, seed)
+    colour = colour_tensors(load_colour_fashion("train"), device)
+    train_clip_towers(towers, tokenizer or load_clip_tokenizer(verbose=False), colour, preset, seed=seed, device=device, progress=progress)
+    save_pretrained_atomic(towers, folder)
+    return towers
+
+def text_tower(towers: CLIPModel) -> CLIPTextModel:
+    "The text tower of `towers` as a frozen `CLIPTextModel` (a copy), the class SD's pipelines load as `text_encoder`."
+    model = CLIPTextModel(towers.config.text_config)
+    model.load_state_dict(towers.text_model.state_dict())  # transformers 5: the tower is a CLIPTextModel already
+    return model.to(towers.device).eval().requires_grad_(False)

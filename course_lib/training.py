@@ -23,11 +23,11 @@ from .core import (PRESET_FAMILIES, check_choice, derived_generator, get_device,
                              show_images)
 
 # %% auto #0
-__all__ = ['LR_SCHEDULES', 'CHECKPOINT_FORMAT', 'CACHE_VERSION', 'RUN_KEYS', 'pick_preset', 'preset_values', 'preset_label',
-           'check_batch_input', 'fashion_batches', 'epoch_batches', 'unit_images', 'learning_rate_schedule',
-           'atomic_save_file', 'read_checkpoint', 'prefixed', 'save_checkpoint', 'optimizer_state', 'resume_training',
-           'save_pretrained_atomic', 'data_fingerprint', 'cache_path', 'check_run', 'train_step', 'log_step',
-           'save_if_due', 'finish_record', 'train', 'plot_losses']
+__all__ = ['BATCH_INPUTS', 'LR_SCHEDULES', 'CHECKPOINT_FORMAT', 'CACHE_VERSION', 'RUN_KEYS', 'pick_preset', 'preset_values',
+           'preset_label', 'check_batch_input', 'fashion_batches', 'epoch_batches', 'unit_images',
+           'learning_rate_schedule', 'atomic_save_file', 'read_checkpoint', 'prefixed', 'save_checkpoint',
+           'optimizer_state', 'resume_training', 'save_pretrained_atomic', 'data_fingerprint', 'cache_path',
+           'check_run', 'train_step', 'log_step', 'save_if_due', 'finish_record', 'train', 'plot_losses']
 
 # %% ../nbs/00_training.ipynb #19f7f6ae
 def pick_preset(preset: str | None = None, device=None) -> str:
@@ -48,29 +48,34 @@ def preset_label(preset=None) -> str:
     return same[0] if same else "custom"
 
 # %% ../nbs/00_training.ipynb #b4ecae4c
-def check_batch_input(images: torch.Tensor, batch_size) -> bool:
-    "Whether `images` are float latents N×C×h×w (else they must be uint8 N×H×W); a `ValueError` for anything else."
-    latents = images.is_floating_point() and images.ndim == 4
-    if not latents and (images.dtype != torch.uint8 or images.ndim != 3):
-        raise ValueError(f"`images` must be a uint8 N×H×W tensor (see fashion_tensors) or float latents N×C×h×w; "
-                         f"got {images.dtype} {tuple(images.shape)}.")
+BATCH_INPUTS = ("gray", "colour", "latents")
+
+def check_batch_input(images: torch.Tensor, batch_size) -> str:
+    "What `images` are: 'gray' (uint8 N×H×W), 'colour' (uint8 N×H×W×3) or 'latents' (float N×C×h×w); else a `ValueError`."
+    if images.is_floating_point() and images.ndim == 4: kind = "latents"
+    elif images.dtype == torch.uint8 and (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
+        kind = "gray" if images.ndim == 3 else "colour"
+    else: raise ValueError(f"`images` must be uint8 N×H×W (gray, see fashion_tensors), uint8 N×H×W×3 (colour) or float "
+                           f"latents N×C×h×w; got {images.dtype} {tuple(images.shape)}.")
     if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
-    return latents
+    return kind
 
 # %% ../nbs/00_training.ipynb #c4e472de
 def fashion_batches(images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256, shuffle: bool = True,
                     flip: bool = True, generator: torch.Generator | None = None, start: int = 0):
-    "One epoch of `(x, y)` batches (`(x,)` without `labels`): uint8 images N×28×28 -> x B×1×32×32 in [-1, 1]."
-    latents, n = check_batch_input(images, batch_size), len(images)
+    "One epoch of `(x, y)` batches (`(x,)` without `labels`): uint8 images -> x B×C×32×32 in [-1, 1]; latents as they are."
+    kind, n = check_batch_input(images, batch_size), len(images)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)  # on the CPU: same on every device
     flips = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
     order, flips = order.to(images.device), flips.to(images.device)
     for i in range(start * batch_size, n, batch_size):
         idx = order[i:i + batch_size]
         x = images[idx]
-        if not latents:
-            x = torch.where(flips[idx, None, None, None], x.unsqueeze(1).flip(-1), x.unsqueeze(1))
-            x = F.pad(x, (2, 2, 2, 2)).float() / 127.5 - 1  # pad with 0 = black, then [0, 255] -> [-1, 1]
+        if kind != "latents":
+            x = x.unsqueeze(1) if kind == "gray" else x.permute(0, 3, 1, 2)  # channels first
+            x = torch.where(flips[idx, None, None, None], x.flip(-1), x)
+            pad = (32 - x.shape[-1]) // 2  # Fashion's 28×28 gets a black border of 2; the colour set is drawn at 32×32
+            x = F.pad(x, (pad,) * 4).float() / 127.5 - 1  # [0, 255] -> [-1, 1]
         yield (x,) if labels is None else (x, labels[idx])
 
 # %% ../nbs/00_training.ipynb #1ee8dfc4

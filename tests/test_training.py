@@ -30,7 +30,7 @@ def test_fast_batches_cover_the_epoch_and_resume_mid_epoch(fashion):
 
 
 @pytest.mark.parametrize("images, batch_size, message", [
-    (torch.zeros(4, 28, 28), 2, "`images` must be a uint8"), (torch.zeros(4, 1, 28, 28, dtype=torch.uint8), 2, "`images` must be a uint8"),
+    (torch.zeros(4, 28, 28), 2, "`images` must be uint8"), (torch.zeros(4, 1, 28, 28, dtype=torch.uint8), 2, "`images` must be uint8"),
     (torch.zeros(4, 28, 28, dtype=torch.uint8), 0, "`batch_size` must be a positive int")])
 def test_fast_batches_reject_bad_input(images, batch_size, message):
     with pytest.raises(ValueError, match=message): next(fashion_batches(images, torch.zeros(4), batch_size))
