@@ -1,6 +1,8 @@
 # The course's two commands (see README.md):
 #   make demo   set up .venv if needed, then run the course notebooks headless on offline sources -> output/
 #   make test   set up .venv if needed, then check notebooks/library sync, run nbdev-test and pytest
+#   make demo TRAIN=1   the same, with the train-it-yourself cells run too (they train the cpu presets: about an hour)
+#   make models  retrain every model course_lib ships, from scratch, into course_lib/pretrained/ (about an hour on 2 cores)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +18,7 @@ INSTALL_HASH := $(shell { cat pyproject.toml requirements/constraints.txt; echo 
 	$(PYTHON) -c "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])")
 STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 
-.PHONY: install demo test sync-check nbtest pytest bench lock clean readme
+.PHONY: install demo test sync-check nbtest pytest bench models lock clean readme
 
 $(STAMP):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -31,8 +33,13 @@ $(STAMP):
 
 install: $(STAMP)
 
+# TRAIN=1 runs the cells flagged `#| slow` too: the chapters' own training runs and their measurements.
 demo: $(STAMP)
-	COURSE_DATA_SOURCE=$${COURSE_DATA_SOURCE:-offline} $(BIN)/python tools/run_notebooks.py --out $(OUT)
+	COURSE_DATA_SOURCE=$${COURSE_DATA_SOURCE:-offline} $(if $(TRAIN),COURSE_RUN_FLAGS=slow) \
+	  $(BIN)/python tools/run_notebooks.py --out $(OUT)
+
+models: $(STAMP)
+	COURSE_DATA_SOURCE=$${COURSE_DATA_SOURCE:-offline} $(BIN)/python tools/make_models.py
 
 test: sync-check nbtest pytest
 

@@ -1,9 +1,11 @@
 """Chapter 5's own Stable Diffusion, trained from nothing and measured: the table of the chapter and of its closing note.
 
-    python bench/own_sd.py [--preset cpu] [--cache-dir DIR] [--n 500] [--out output/figures]
+    python bench/own_sd.py [--shipped | --preset cpu [--cache-dir DIR]] [--n 500] [--out output/figures]
 
-Trains (or loads, when --cache-dir already holds them) the colour VAE, chapter 3's CLIP towers and the text-conditioned
-UNet with one preset, timing each; trains chapter 1b's judges on the colour set; then prints
+With --shipped, measures the pipeline and CLIP towers shipped in course_lib (trained by `make models`). Otherwise
+trains (or loads, when --cache-dir already holds them) the colour VAE, chapter 3's CLIP towers and the text-conditioned
+UNet with one preset, timing each. The judges: chapter 1b's (the shipped one, else trained on the grayscale set) for
+the class, its recipe trained on the colour set's patterns for the pattern, and the pixels for the colour. It prints
 - the judges' accuracy on held-out garments and on the same garments through the VAE (the ceiling),
 - chapter 3's zero-shot accuracy of the CLIP towers,
 - for guidance 0, 1, 2, 3, 5, 7.5 and 10 on --n held-out requests: class, colour and pattern accuracy, FID on the class
@@ -17,16 +19,27 @@ from pathlib import Path
 import course_lib  # noqa: F401  (before diffusers: mutes transformers' torchvision advice)
 import torch
 
-from course_lib.data import colour_tensors, load_colour_fashion
+from course_lib.data import colour_tensors, fashion_tensors, load_colour_fashion, load_offline_fashion
+from course_lib.evaluation import FashionClassifier, fashion_classifier
+from course_lib.models import course_model_facts, load_course_model
+from transformers import CLIPModel
 from course_lib.latents import decode, encode
 from course_lib.models import load_clip_tokenizer
 from course_lib.own_sd import (attribute_hits, colour_judges, colour_unit_images, colour_vae, guidance_strip,
-                               guidance_table, make_text_unet, own_sd_path, own_sd_pipeline, plot_guidance_table,
+                               guidance_table, make_text_unet, own_sd_path, own_sd_pipeline, plot_guidance_table, shipped_own_sd,
                                train_text_unet, vae_psnr)
 from course_lib.sampling import generate
 from course_lib.text import clip_towers, text_tower, zero_shot_table
 from course_lib.training import save_pretrained_atomic
 import pandas as pd
+
+
+def class_judge():
+    "Chapter 1b's judge: the shipped one, else trained (and cached) on the offline grayscale set as 01b does."
+    try: return load_course_model("judge", FashionClassifier)
+    except FileNotFoundError:
+        images, labels = fashion_tensors(load_offline_fashion("train"))
+        return fashion_classifier(images, labels, progress=False)
 
 
 def timed(what, fn):
@@ -39,6 +52,7 @@ def timed(what, fn):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shipped", action="store_true", help="measure the models shipped in course_lib")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--cache-dir", default=None, help="default: a new temporary folder, so everything trains from nothing")
     parser.add_argument("--n", type=int, default=500)
@@ -46,26 +60,30 @@ def main():
     args = parser.parse_args()
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="own-sd-")
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(torch.get_num_threads())
     tokenizer = load_clip_tokenizer(verbose=False)
     train = colour_tensors(load_colour_fashion("train"))
     test = colour_tensors(load_colour_fashion("test"))
-    vae, vae_s = timed("colour VAE", lambda: colour_vae(args.preset, cache_dir=cache_dir, progress=False))
-    towers, clip_s = timed("CLIP towers", lambda: clip_towers(tokenizer, args.preset, cache_dir=cache_dir, progress=False))
-    text_encoder = text_tower(towers)
-    unet = make_text_unet(text_encoder, vae, args.preset)
-    record, unet_s = timed("text-conditioned UNet (latents encoded first)", lambda: train_text_unet(
-        unet, vae, text_encoder, tokenizer, train, args.preset, progress=False))
-    pipe = own_sd_pipeline(vae, text_encoder, tokenizer, unet)
-    save_pretrained_atomic(pipe, own_sd_path(args.preset, cache_dir=cache_dir))
-    print(f"\ntraining from nothing, {args.preset} preset: VAE {vae_s:.0f} s + CLIP {clip_s:.0f} s + UNet {unet_s:.0f} s "
-          f"= {(vae_s + clip_s + unet_s) / 60:.1f} min; UNet {record['step']} steps, mean loss of the last 100 "
-          f"{sum(record['losses'][-100:]) / 100:.4f}")
+    if args.shipped:
+        pipe, towers = shipped_own_sd(), load_course_model("clip-towers", CLIPModel)
+        vae, text_encoder, unet = pipe.vae, pipe.text_encoder, pipe.unet
+        print("the shipped own-sd and clip-towers:", course_model_facts("own-sd")["parts"])
+    else:
+        vae, vae_s = timed("colour VAE", lambda: colour_vae(args.preset, cache_dir=cache_dir, progress=False))
+        towers, clip_s = timed("CLIP towers", lambda: clip_towers(tokenizer, args.preset, cache_dir=cache_dir, progress=False))
+        text_encoder = text_tower(towers)
+        unet = make_text_unet(text_encoder, vae, args.preset)
+        record, unet_s = timed("text-conditioned UNet (latents encoded first)", lambda: train_text_unet(
+            unet, vae, text_encoder, tokenizer, train, args.preset, progress=False))
+        pipe = own_sd_pipeline(vae, text_encoder, tokenizer, unet)
+        save_pretrained_atomic(pipe, own_sd_path(args.preset, cache_dir=cache_dir))
+        print(f"\ntraining from nothing, {args.preset} preset: VAE {vae_s:.0f} s + CLIP {clip_s:.0f} s + UNet {unet_s:.0f} s "
+              f"= {(vae_s + clip_s + unet_s) / 60:.1f} min; UNet {record['step']} steps, mean loss of the last 100 "
+              f"{sum(record['losses'][-100:]) / 100:.4f}")
     print(f"parameters: VAE {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M, text encoder "
           f"{sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f} M, UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M")
     print(f"VAE: held-out PSNR {vae_psnr(vae, test['images'][:2000]):.2f} dB, scaling factor {vae.config.scaling_factor:.4f}")
     print("\nCLIP towers, zero-shot on 1,000 held-out garments:\n" + zero_shot_table(towers, tokenizer, test).to_string(index=False))
-    judges, _ = timed("\njudges (class and pattern)", lambda: colour_judges(progress=False))
+    judges, _ = timed("\njudges (class: chapter 1b's; pattern: its recipe on the colour set)", lambda: colour_judges(class_judge(), progress=False))
     real = colour_unit_images(test["images"][:2000])
     truth = pd.DataFrame({"label": test["label"][:2000].numpy(), "colour": test["colour"][:2000].numpy(), "pattern": test["pattern"][:2000].numpy()})
     ceiling = pd.DataFrame({"held-out garments": attribute_hits(real, truth, judges).mean(),

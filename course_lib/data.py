@@ -175,7 +175,8 @@ NOTHING = 9.0  # a distance so large the shape draws nothing: how a garment "dro
 # %% ../nbs/00_data.ipynb #878eef3b
 class Params:
     "Per-image random parameters from `rng`, shaped (n, 1, 1) to broadcast over an image grid; `note` keeps attributes."
-    def __init__(self, rng: np.random.Generator, n: int): self.rng, self.n, self.attributes = rng, n, {}
+    def __init__(self, rng: np.random.Generator, n: int, coarse: bool = False):
+        self.rng, self.n, self.coarse, self.attributes = rng, n, coarse, {}  # coarse: patterns for chapter 5's latents
     def __call__(self, lo, hi): return torch.from_numpy(self.rng.uniform(lo, hi, (self.n, 1, 1)).astype(np.float32))
     def coin(self, p): return torch.from_numpy(self.rng.random((self.n, 1, 1)) < p)
     def note(self, name: str, value: torch.Tensor) -> torch.Tensor:
@@ -204,8 +205,11 @@ def fabric(u, v, p: Params):
     "Per-image brightness × texture × shading, in the garment's frame (so patterns turn with it)."
     kind = p.note("pattern", torch.from_numpy(p.rng.choice(5, size=(p.n, 1, 1), p=[0.4, 0.15, 0.15, 0.15, 0.15])))  # PATTERNS
     freq, phase, depth = p(4, 9), p(0, 2 * math.pi), p(0.15, 0.45)
+    if p.coarse: freq, depth = freq / 2, depth + 0.2  # wide, strong stripes: what a 4×8×8 latent of 32×32 pixels keeps
     rows, cols = torch.sin(freq * math.pi * v + phase), torch.sin(freq * math.pi * u + phase)
     speckle = torch.from_numpy(p.rng.random((p.n, *u.shape[1:]), dtype=np.float32)) * 2 - 1
+    if p.coarse:  # blotches of 4×4 pixels (one latent cell each), from the same random numbers
+        speckle = speckle[:, ::4, ::4].repeat_interleave(4, 1).repeat_interleave(4, 2)[:, :u.shape[1], :u.shape[2]]
     pattern = torch.stack([torch.zeros_like(u), rows, cols, rows * cols, speckle]).gather(0, kind[None].expand(1, *u.shape))[0]
     shading = 1 - p(0.0, 0.35) * (v * p(-1, 1) + u * p(-0.5, 0.5)).clamp(-1, 1).abs()
     brightness = p.note("brightness", p(0.3, 1.0))
@@ -343,14 +347,14 @@ def draw_class(label: int, n: int, seed=0, size: int = 28) -> torch.Tensor:
     return render_garments(DRAWERS[label], Params(np.random.default_rng(seed), n), size)
 
 # %% ../nbs/00_data.ipynb #f2d272d0
-def draw_fashion(n: int, seed=0, size: int = 28, with_attributes: bool = False):
+def draw_fashion(n: int, seed=0, size: int = 28, with_attributes: bool = False, coarse_patterns: bool = False):
     "`n` procedural Fashion-like images (uint8 n×size×size) and labels, balanced and shuffled, and on request their attributes."
     if n < 0: raise ValueError(f"`n` must be >= 0; got {n}.")
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(DRAWERS))
     images, attributes = torch.empty(n, size, size, dtype=torch.uint8), {}
     for label, draw in enumerate(DRAWERS):
-        idx, p = torch.from_numpy(np.flatnonzero(labels == label)), Params(rng, int((labels == label).sum()))
+        idx, p = torch.from_numpy(np.flatnonzero(labels == label)), Params(rng, int((labels == label).sum()), coarse_patterns)
         images[idx] = render_garments(draw, p, size)
         for name, values in p.attributes.items(): attributes.setdefault(name, torch.empty(n, dtype=values.dtype))[idx] = values
     return (images, torch.from_numpy(labels)) + ((attributes,) if with_attributes else ())
@@ -390,7 +394,7 @@ COLOUR_SIZE = 32
 
 def draw_colour_fashion(n: int, seed=0, size: int = COLOUR_SIZE):
     "`n` garments (uint8 n×size×size×3), labels and attributes (colour, pattern, size); each garment one `PALETTE` colour."
-    gray, labels, attributes = draw_fashion(n, seed, size, with_attributes=True)
+    gray, labels, attributes = draw_fashion(n, seed, size, with_attributes=True, coarse_patterns=True)
     colours = torch.from_numpy(np.random.default_rng([*np.ravel(seed), 7]).integers(len(PALETTE), size=n))  # a stream of its own
     shape = gray.float() / 255 / attributes.pop("brightness")[:, None, None]  # the colour sets the brightness now
     tint = torch.tensor(list(PALETTE.values()))[colours]
@@ -436,7 +440,7 @@ def colour_captions(labels, colours, patterns, split: str = "train", seed: int =
     return [describe_garment(int(l), int(c), int(p), rng, split) for l, c, p in zip(labels, colours, patterns)]
 
 # %% ../nbs/00_data.ipynb #63cf6985
-COLOUR_VERSION = 1
+COLOUR_VERSION = 2  # 2: coarse patterns (a 4×8×8 latent lost version 1's fine checks and speckle)
 
 def colour_features() -> datasets.Features:
     "The colour variant's columns: the image, its class, colour and pattern (named), its size, and a true caption."

@@ -14,6 +14,8 @@ import pandas as pd
 import scipy.linalg
 import torch
 import torch.nn.functional as F
+from diffusers import ModelMixin
+from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -26,8 +28,9 @@ __all__ = ['FashionClassifier', 'train_classifier', 'classifier_outputs', 'class
            'frechet_distance', 'fid', 'guidance_sweep', 'plot_guidance_sweep']
 
 # %% ../nbs/01b_evaluation.ipynb #8ddc4235
-class FashionClassifier(nn.Module):
+class FashionClassifier(ModelMixin, ConfigMixin):
     "A small CNN for 1×32×32 Fashion images in [-1, 1]; `features` gives the 64-wide layer FID uses."
+    @register_to_config  # a diffusers model: save_pretrained / from_pretrained, like the course's other models
     def __init__(self, n_classes: int = N_CLASSES, n_features: int = 64):
         super().__init__()
         block = lambda cin, cout: [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]

@@ -7,9 +7,10 @@ Docs: https://sd-course.github.io/course_lib/models.html.md"""
 
 # %% ../nbs/00_models.ipynb #8aa2ec38
 from __future__ import annotations
-import gzip, importlib.resources, inspect
+import gzip, importlib.resources, inspect, json
 from pathlib import Path
 
+import huggingface_hub
 import torch
 import transformers
 from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
@@ -17,16 +18,17 @@ from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMul
                        StableDiffusionPipeline, UNet2DConditionModel)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .core import (HubUnavailableError, check_choice, get_device, hub_error, load_pretrained, note_source, seeded,
+from .core import (HubUnavailableError, check_choice, get_device, hub_error, hub_reachable, load_pretrained, note_source, seeded,
                              settings)
 
 # %% auto #0
 __all__ = ['CLIP_MAX_LENGTH', 'CLIP_MERGES', 'PACKAGED_CLIP_BPE', 'CLIP_VOCAB_SIZE', 'TINY_UNET', 'TINY_VAE', 'TINY_TEXT_ENCODER',
            'SD15_SCHEDULER', 'FASHION_SCHEDULE', 'SCHEDULERS', 'SD_ALTERNATIVE', 'VAE_ALTERNATIVE',
-           'TEXT_ENCODER_ALTERNATIVE', 'bytes_to_unicode', 'clip_vocab_and_merges', 'find_clip_bpe',
-           'clip_tokenizer_from_bpe', 'load_clip_tokenizer', 'tiny_sd_components', 'tiny_sd_pipeline',
+           'TEXT_ENCODER_ALTERNATIVE', 'PRETRAINED_DIR', 'COURSE_MODELS', 'bytes_to_unicode', 'clip_vocab_and_merges',
+           'find_clip_bpe', 'clip_tokenizer_from_bpe', 'load_clip_tokenizer', 'tiny_sd_components', 'tiny_sd_pipeline',
            'downsampling_factor', 'make_scheduler', 'step_kwargs', 'component_subfolder', 'complete_transformers_model',
-           'load_part', 'load_sd_pipeline', 'load_vae', 'load_text_encoder']
+           'load_part', 'load_sd_pipeline', 'load_vae', 'load_text_encoder', 'course_model_folder',
+           'course_model_facts', 'load_course_model']
 
 # %% ../nbs/00_models.ipynb #f7b0aeff
 CLIP_MAX_LENGTH = 77  # CLIP's context: 75 prompt tokens between the start and end markers
@@ -210,3 +212,34 @@ def load_text_encoder(model_id=None, device=None, dtype=None, subfolder=None, ve
     "A `CLIPTextModel` from `model_id` (Hub id or folder; settings: `clip_model`), or the `text_encoder/` of a checkpoint."
     return load_part(CLIPTextModel, "clip_model", model_id, component="text_encoder", device=device, dtype=dtype,
                      subfolder=subfolder, verbose=verbose, what=what, alternative=TEXT_ENCODER_ALTERNATIVE)
+
+# %% ../nbs/00_models.ipynb #b081cf70
+PRETRAINED_DIR = Path(str(importlib.resources.files("course_lib") / "pretrained"))
+COURSE_MODELS = {"class-unet": "chapter 1's class-conditioned UNet", "judge": "chapter 1b's judge (Fashion classifier)",
+                 "fashion-vae": "chapter 2's Fashion VAE", "clip-towers": "chapter 3's CLIP towers",
+                 "own-sd": "chapter 5's own Stable Diffusion"}
+
+def course_model_folder(name: str, hub_id=None) -> Path:
+    "The folder of course model `name`: the `name/` folder of the Hub repo `course_models_hub` when set, else the shipped one."
+    check_choice("name", name, tuple(COURSE_MODELS))
+    if repo := settings.get("course_models_hub", hub_id):
+        if not hub_reachable(): raise HubUnavailableError(f"`course_models_hub` is {repo!r}, but the Hub is out of reach; "
+                                                          "unset it to use the models shipped in course_lib.")
+        return Path(huggingface_hub.snapshot_download(repo, allow_patterns=[f"{name}/*"])) / name
+    folder = PRETRAINED_DIR / name
+    if not (folder / "course_model.json").is_file():
+        raise FileNotFoundError(f"This copy of course_lib ships no {name!r} ({folder} is missing): run `make models`.")
+    return folder
+
+# %% ../nbs/00_models.ipynb #4ea7f23b
+def course_model_facts(name: str, hub_id=None) -> dict:
+    "What `course_model.json` of course model `name` records: preset, steps, seconds, device, data, figures, command."
+    return json.loads((course_model_folder(name, hub_id) / "course_model.json").read_text())
+
+def load_course_model(name: str, cls, device=None, hub_id=None, **kwargs):
+    "Course model `name` loaded as `cls` (`cls.from_pretrained(folder, **kwargs)`) in float32 on `device`; its source noted."
+    folder, facts = course_model_folder(name, hub_id), course_model_facts(name, hub_id)
+    model = cls.from_pretrained(folder, dtype=torch.float32, **kwargs).to(get_device(device))  # shipped in fp16
+    note_source(COURSE_MODELS[name], f"shipped with course_lib ({facts['preset']} preset, {facts['steps']:,} steps, "
+                                     f"trained by `make models` on {facts['device']})")
+    return model.eval() if isinstance(model, torch.nn.Module) else model

@@ -15,13 +15,14 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from tqdm.auto import tqdm
+from transformers import CLIPModel
 
 from .core import get_device, model_note, note_source, seeded, show_images
 from .data import (CLASS_NOUNS, COLOUR_TEMPLATES, COLOUR_VERSION, FASHION_CLASSES, PALETTE, PATTERN_WORDS,
                              PATTERNS, colour_tensors, garment_colours, load_colour_fashion)
-from .evaluation import classifier_outputs, fashion_classifier, frechet_distance
+from .evaluation import FashionClassifier, classifier_outputs, fashion_classifier, frechet_distance
 from .latents import decode, encode, latent_scaling_factor, psnr, vae_loss
-from .models import FASHION_SCHEDULE, load_clip_tokenizer, load_sd_pipeline, make_scheduler
+from .models import FASHION_SCHEDULE, load_clip_tokenizer, load_course_model, load_sd_pipeline, make_scheduler
 from .sampling import generate
 from .text import caption_batches, clip_score, clip_towers, text_tower, tokenize
 from .training import (cache_path, epoch_batches, preset_label, preset_values, save_pretrained_atomic,
@@ -30,7 +31,7 @@ from .training import (cache_path, epoch_batches, preset_label, preset_values, s
 # %% auto #0
 __all__ = ['make_colour_vae', 'colour_unit_images', 'train_colour_vae', 'colour_vae_path', 'colour_vae', 'vae_psnr',
            'make_text_unet', 'text_diffusion_loss', 'train_text_unet', 'own_sd_pipeline', 'own_sd_path', 'own_sd',
-           'garment_gray', 'colour_judges', 'held_out_requests', 'attribute_hits', 'guidance_table',
+           'shipped_own_sd', 'garment_gray', 'colour_judges', 'held_out_requests', 'attribute_hits', 'guidance_table',
            'plot_guidance_table', 'guidance_strip']
 
 # %% ../nbs/05_own_sd.ipynb #e5ce5bd4
@@ -161,18 +162,27 @@ def own_sd(preset=None, seed: int = 0, cache_dir=None, device=None, progress: bo
     save_pretrained_atomic(pipe, folder)
     return pipe.to(get_device(device))
 
+# %% ../nbs/05_own_sd.ipynb #bd13dc28
+def shipped_own_sd(device=None) -> StableDiffusionPipeline:
+    "The own Stable Diffusion shipped with course_lib: its UNet, VAE and scheduler, and the shipped CLIP towers' text tower."
+    text_encoder = text_tower(load_course_model("clip-towers", CLIPModel, device))
+    pipe = load_course_model("own-sd", StableDiffusionPipeline, device, text_encoder=text_encoder, tokenizer=load_clip_tokenizer(verbose=False),
+                             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
 # %% ../nbs/05_own_sd.ipynb #1da088f9
 def garment_gray(images: torch.Tensor) -> torch.Tensor:
     "Colour garments (N×3×32×32 floats in [0, 1], or uint8 N×32×32×3) as N×1×32×32 brightness in [0, 1], for the judges."
     x = colour_unit_images(images) if images.dtype == torch.uint8 else images.float()
     return x.amax(1, keepdim=True)  # a garment's brightest channel: its shape and pattern, whatever its hue
 
-def colour_judges(seed: int = 0, device=None, progress: bool = True) -> dict:
-    "Chapter 1b's classifier recipe trained on the colour set's brightness: {'class': ..., 'pattern': ...}, cached."
+def colour_judges(class_judge, seed: int = 0, device=None, progress: bool = True, cache_dir=None) -> dict:
+    "The judges: chapter 1b's `class_judge` as it is, and its recipe trained on the colour set's patterns (cached)."
     train = colour_tensors(load_colour_fashion("train"))
     gray = (garment_gray(train["images"]) * 255).round().to(torch.uint8)[:, 0]
-    return {name: fashion_classifier(gray, train[column], seed=seed, device=device, progress=progress)
-            for name, column in (("class", "label"), ("pattern", "pattern"))}
+    pattern = fashion_classifier(gray, train["pattern"], seed=seed, device=device, cache_dir=cache_dir, progress=progress)
+    return {"class": class_judge, "pattern": pattern}
 
 # %% ../nbs/05_own_sd.ipynb #c1afb318
 def held_out_requests(n: int, seed: int = 0) -> pd.DataFrame:

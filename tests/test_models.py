@@ -90,7 +90,7 @@ def test_your_own_merge_list_wins_over_the_packaged_one(tmp_path, monkeypatch):
         clip_tokenizer_from_bpe()
 
 
-def test_the_wheel_carries_the_merge_list_and_its_notice(tmp_path):
+def test_the_wheel_carries_the_merge_list_its_notice_and_the_shipped_models(tmp_path):
     source = tmp_path / "src"  # a copy, so the build leaves nothing behind in the checkout
     shutil.copytree(ROOT / "course_lib", source / "course_lib", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"): shutil.copy(ROOT / name, source / name)
@@ -101,6 +101,8 @@ def test_the_wheel_carries_the_merge_list_and_its_notice(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {"course_lib/assets/bpe_simple_vocab_16e6.txt.gz", "course_lib/assets/NOTICE-CLIP.md"} <= set(names)
     assert zipfile.ZipFile(wheel).read("course_lib/assets/bpe_simple_vocab_16e6.txt.gz") == PACKAGED_CLIP_BPE.read_bytes()
+    shipped = {str(f.relative_to(ROOT)) for f in (ROOT / "course_lib" / "pretrained").rglob("*") if f.is_file()}
+    assert shipped and shipped <= set(names)  # every shipped model, its weights, configs and card
 
 
 def test_tiny_components_are_seeded_and_leave_global_rng_alone(tokenizer):

@@ -1,0 +1,72 @@
+"""The models shipped inside course_lib (`make models`): present, within the size budget, loadable, and as good as the
+course says, measured in seconds on held-out data."""
+import json
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, UNet2DModel
+from safetensors import safe_open
+from transformers import CLIPModel
+
+from course_lib.conditioning import N_CLASSES, generate_from_class
+from course_lib.data import draw_fashion, garment_colours
+from course_lib.evaluation import FashionClassifier, class_accuracy, classifier_outputs
+from course_lib.latents import reconstruction_psnr
+from course_lib.models import COURSE_MODELS, course_model_facts, course_model_folder, load_course_model, make_scheduler
+from course_lib.own_sd import garment_gray, held_out_requests, shipped_own_sd
+from course_lib.sampling import generate
+
+
+@pytest.fixture(scope="module")
+def judge(): return load_course_model("judge", FashionClassifier, "cpu")
+
+
+def test_every_model_ships_in_fp16_with_its_card_within_25_mb():
+    total = 0
+    for name in COURSE_MODELS:
+        folder, facts = course_model_folder(name), course_model_facts(name)
+        assert (folder / "README.md").read_text().startswith(f"# {name}: ")
+        assert facts["name"] == name and facts["steps"] > 0 and facts["seconds"] > 0 and facts["figures"]
+        weights = list(folder.rglob("*.safetensors"))
+        assert weights
+        for path in weights:
+            with safe_open(str(path), "pt") as f:
+                assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}, path
+        total += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert total <= 25e6, f"{total / 1e6:.1f} MB"
+
+
+def test_shipped_models_load_in_float32_and_note_their_source():
+    from course_lib.core import SOURCES_USED
+    vae = load_course_model("fashion-vae", AutoencoderKL, "cpu")
+    assert vae.dtype == torch.float32 and not vae.training
+    assert any("shipped with course_lib" in source for _, source in SOURCES_USED)
+    with pytest.raises(ValueError, match="`name` must be one of"): load_course_model("sd-xl", AutoencoderKL)
+
+
+def test_shipped_class_unet_draws_the_asked_class_at_guidance_3(judge):
+    unet = load_course_model("class-unet", UNet2DModel, "cpu")
+    samples = generate_from_class(unet, make_scheduler("ddim"), list(range(N_CLASSES)), 10, guidance_scale=3,
+                                  num_inference_steps=50, generator=torch.Generator().manual_seed(1), progress=False)
+    assert class_accuracy(judge, samples, torch.arange(N_CLASSES).repeat_interleave(10)) >= 0.9
+
+
+def test_shipped_fashion_vae_keeps_26_db_on_unseen_garments():
+    images, _ = draw_fashion(500, seed=987)  # a seed the training set never used
+    assert reconstruction_psnr(load_course_model("fashion-vae", AutoencoderKL, "cpu"), images) >= 26
+
+
+def test_shipped_own_sd_draws_the_asked_class_and_colour(judge):
+    pipe = shipped_own_sd("cpu")
+    requests = held_out_requests(50, seed=7)
+    samples = generate(pipe, list(requests["prompt"]), guidance_scale=3.0, num_inference_steps=30, output_type="pt",
+                       generator=[torch.Generator().manual_seed(i) for i in range(50)], progress=False)
+    classes = classifier_outputs(judge, garment_gray(samples))[0].numpy() == requests["label"].values
+    colours = garment_colours((samples.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)).numpy() == requests["colour"].values
+    assert (classes & colours).mean() >= 0.8, f"class {classes.mean():.0%}, colour {colours.mean():.0%}"
+
+
+def test_shipped_clip_text_tower_is_the_own_sd_text_encoder():
+    towers = load_course_model("clip-towers", CLIPModel, "cpu")
+    pipe = shipped_own_sd("cpu")
+    assert all(torch.equal(a, b) for a, b in zip(towers.text_model.state_dict().values(), pipe.text_encoder.state_dict().values()))

@@ -1,0 +1,210 @@
+"""Retrain every model the course ships, from scratch, and write them into course_lib/pretrained/ with model cards.
+
+    python tools/make_models.py [--preset cpu] [--cache-dir DIR] [--only NAME ...] [--out course_lib/pretrained]
+
+`make models` runs this. Each model is trained by its chapter's own function with the named preset (the cpu presets
+by default, ~1 hour on 2 CPU cores; on a GPU pass --preset gpu), in a fresh cache folder unless --cache-dir names one
+(then models already trained there with the same recipe are reused, and their training time is the one recorded
+when they were trained). Each goes to <out>/<name>/ in fp16 safetensors as a `save_pretrained` folder, with
+`course_model.json` (preset, steps, seconds, device, data fingerprint, figures) and a model card, README.md. The
+figures measured on each model are printed and written to the card.
+"""
+import argparse, json, os, platform, shutil, sys, tempfile, time
+from pathlib import Path
+
+import course_lib  # noqa: F401  (before diffusers: mutes transformers' torchvision advice)
+import diffusers
+import torch
+from diffusers import StableDiffusionPipeline
+
+from course_lib.conditioning import (N_CLASSES, checkpoint_path, generate_from_class, load_class_unet, make_class_unet,
+                                     run_settings, train_class_conditioned)
+from course_lib.core import settings
+from course_lib.data import colour_tensors, fashion_tensors, load_colour_fashion, load_fashion_mnist
+from course_lib.evaluation import FashionClassifier, class_accuracy, train_classifier
+from course_lib.latents import make_fashion_vae, reconstruction_psnr, train_vae
+from course_lib.models import COURSE_MODELS, PRETRAINED_DIR, load_clip_tokenizer, load_course_model, make_scheduler
+from course_lib.own_sd import (attribute_hits, colour_judges, colour_vae_path, held_out_requests, make_colour_vae, shipped_own_sd,
+                               make_text_unet, own_sd_pipeline, train_colour_vae, train_text_unet, vae_psnr)
+from course_lib.sampling import generate
+from course_lib.text import make_clip_towers, text_tower, train_clip_towers, zero_shot_table
+from course_lib.training import data_fingerprint, preset_values
+
+RETRAIN = "make models"
+
+
+def device_name() -> str:
+    if torch.cuda.is_available(): return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def write_card(folder: Path, facts: dict):
+    "Write `facts` to `folder`/course_model.json and the model card README.md."
+    (folder / "course_model.json").write_text(json.dumps(facts, indent=1) + "\n")
+    figures = "\n".join(f"- {k}: {v}" for k, v in facts["figures"].items())
+    (folder / "README.md").write_text(f"""# {facts['name']}: {facts['what']}
+
+Trained by the course itself, shipped inside `course_lib` in fp16. Load it with:
+
+```python
+{facts['usage']}
+```
+
+## Recipe
+The `{facts['preset']}` preset of `course_lib/settings.ini`:
+
+```json
+{json.dumps(facts['recipe'], indent=1)}
+```
+
+## Retrain
+`{RETRAIN}` (all course models, from scratch; `python tools/make_models.py --only {facts['name']}` for this one).
+
+## Data
+{facts['data']}
+
+## Training
+{facts['steps']:,} steps in {facts['seconds']:.0f} s on {facts['device']} (torch {facts['torch']}).
+
+## Measured on this model
+{figures}
+""")
+    print(f"{facts['name']}:\n  " + "\n  ".join(f"{k}: {v}" for k, v in facts["figures"].items()), flush=True)
+
+
+def write_model(out: Path, name: str, save, facts: dict, usage: str):
+    "Save a model with `save(folder)` into `out`/`name` (written beside it, then renamed), with its facts and card."
+    folder, tmp = out / name, Path(tempfile.mkdtemp(dir=out, prefix=f".{name}."))
+    try:
+        save(tmp)
+        write_card(tmp, {"name": name, "what": COURSE_MODELS[name], "command": RETRAIN, "torch": torch.__version__,
+                         "usage": usage} | facts)
+        tmp.chmod(0o755)
+        if folder.exists(): shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+    print(f"  {sum(f.stat().st_size for f in folder.rglob('*') if f.is_file()) / 1e6:.1f} MB -> {folder}", flush=True)
+
+
+def own_sd_figures(pipe, colour_test: dict, seconds: float, cache_dir=None) -> dict:
+    "What the card of own-sd reports: the VAE's PSNR, the training time, and the attributes drawn at guidance 3."
+    judges, requests = colour_judges(shipped_judge(), progress=False, cache_dir=cache_dir), held_out_requests(100)
+    samples = generate(pipe, list(requests["prompt"]), guidance_scale=3.0, num_inference_steps=30, output_type="pt",
+                       generator=[torch.Generator().manual_seed(i) for i in range(100)], progress=False)
+    hits = attribute_hits(samples, requests, judges).mean()
+    return {"held-out PSNR of the colour VAE (2,000 test garments)": f"{vae_psnr(pipe.vae, colour_test['images'][:2000]):.2f} dB",
+            "training time, VAE + CLIP + UNet": f"{seconds / 60:.1f} min",
+            **{f"{k} accuracy at guidance 3 (100 held-out prompts, DDIM 30; class by the shipped judge, pattern by its "
+               f"recipe trained on patterns, colour measured)": f"{v:.0%}" for k, v in hits.items()}}
+
+
+def shipped_judge():
+    "Chapter 1b's judge as shipped (the one this run wrote, if it trained one)."
+    return load_course_model("judge", FashionClassifier)
+
+
+def half(model):
+    """Save `model` in fp16 (diffusers' note that `to(dtype)` may differ from loading in a dtype is about models that
+    keep some modules in fp32; these have none)."""
+    def save(folder):
+        diffusers.utils.logging.set_verbosity_error()
+        model.to(torch.float16).save_pretrained(folder)
+        diffusers.utils.logging.set_verbosity_warning()
+    return save
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--only", nargs="*", choices=list(COURSE_MODELS), default=list(COURSE_MODELS))
+    parser.add_argument("--out", default=str(PRETRAINED_DIR))
+    parser.add_argument("--remeasure", action="store_true", help="measure the shipped own-sd again and rewrite its card")
+    args = parser.parse_args()
+    if args.remeasure:
+        folder = Path(args.out) / "own-sd"
+        facts = json.loads((folder / "course_model.json").read_text())
+        facts["figures"] = own_sd_figures(shipped_own_sd(), colour_tensors(load_colour_fashion("test")), facts["seconds"], args.cache_dir)
+        return write_card(folder, facts)
+    cache_dir, out, preset = args.cache_dir or tempfile.mkdtemp(prefix="make-models-"), Path(args.out), args.preset
+    out.mkdir(parents=True, exist_ok=True)
+    device, where = "cpu" if not torch.cuda.is_available() else "cuda", device_name()
+    print(f"training with the {preset} preset on {where}; cache {cache_dir}", flush=True)
+    start_all = time.perf_counter()
+    need_fashion = {"class-unet", "judge", "fashion-vae"} & set(args.only)
+    if need_fashion:
+        train_images, train_labels = fashion_tensors(load_fashion_mnist("train", verbose=False))
+        test_images, test_labels = fashion_tensors(load_fashion_mnist("test", verbose=False))
+        fashion_data = (f"course_lib's offline Fashion-like set ({settings.data_source} source), 60,000 training images, "
+                        f"fingerprint {data_fingerprint(train_images, train_labels)}")
+    if "judge" in args.only:
+        start = time.perf_counter()
+        judge = train_classifier(train_images, train_labels, seed=0, device=device, progress=False)
+        seconds = time.perf_counter() - start
+        accuracy = class_accuracy(judge, torch.nn.functional.pad(test_images[:, None], (2, 2, 2, 2)).float() / 255, test_labels)
+        write_model(out, "judge", half(judge), dict(preset="default", recipe=dict(epochs=2, batch_size=128, learning_rate=3e-3, seed=0),
+                    steps=2 * -(-len(train_images) // 128), seconds=seconds, device=where, data=fashion_data,
+                    figures={"test accuracy (10,000 held-out images)": f"{accuracy:.2%}"}),
+                    'from course_lib.evaluation import FashionClassifier\nfrom course_lib.models import load_course_model\n'
+                    'judge = load_course_model("judge", FashionClassifier)')
+        judge = judge.float()
+    if "class-unet" in args.only:
+        if "judge" not in args.only: judge = shipped_judge()
+        model, path = make_class_unet(preset), checkpoint_path(preset, train_images, train_labels, cache_dir)
+        record = train_class_conditioned(model, train_images, train_labels, preset, checkpoint=path, device=device, progress=False)
+        labels = torch.arange(N_CLASSES).repeat_interleave(10)
+        samples = generate_from_class(model, make_scheduler("ddim"), list(range(N_CLASSES)), 10, guidance_scale=3,
+                                      num_inference_steps=50, generator=torch.Generator().manual_seed(0), progress=False)
+        write_model(out, "class-unet", half(model), dict(preset=preset, recipe=run_settings(preset, train_images), steps=record["step"],
+                    seconds=record["seconds"], device=where, data=fashion_data,
+                    figures={"class accuracy at guidance 3 (100 samples, DDIM 50, the shipped judge)": f"{class_accuracy(judge, samples, labels):.0%}"}),
+                    'from diffusers import UNet2DModel\nfrom course_lib.models import load_course_model\n'
+                    'unet = load_course_model("class-unet", UNet2DModel)')
+    if "fashion-vae" in args.only:
+        vae = make_fashion_vae(preset)
+        record = train_vae(vae, train_images, preset, device=device, progress=False)
+        write_model(out, "fashion-vae", half(vae), dict(preset=preset, recipe=preset_values(preset, "vae"), steps=record["step"],
+                    seconds=record["seconds"], device=where, data=fashion_data,
+                    figures={"held-out PSNR (10,000 test images, latent mean)": f"{reconstruction_psnr(vae.float(), test_images):.2f} dB",
+                             "scaling factor": f"{vae.config.scaling_factor:.4f}"}),
+                    'from diffusers import AutoencoderKL\nfrom course_lib.models import load_course_model\n'
+                    'vae = load_course_model("fashion-vae", AutoencoderKL)')
+    if {"clip-towers", "own-sd"} & set(args.only):
+        tokenizer = load_clip_tokenizer(verbose=False)
+        colour_train, colour_test = colour_tensors(load_colour_fashion("train")), colour_tensors(load_colour_fashion("test"))
+        colour_data = (f"course_lib's colour garments (seed 0), 60,000 training images with captions, fingerprint "
+                       f"{data_fingerprint(colour_train['images'], colour_train['label'], colour_train['colour'], colour_train['pattern'])}")
+        towers = make_clip_towers(preset)
+        clip_record = train_clip_towers(towers, tokenizer, colour_train, preset, device=device, progress=False)
+        zero_shot = zero_shot_table(towers, tokenizer, colour_test)
+        write_model(out, "clip-towers", half(towers), dict(preset=preset, recipe=preset_values(preset, "clip"), steps=clip_record["step"],
+                    seconds=clip_record["seconds"], device=where, data=colour_data,
+                    figures={f"zero-shot {a} accuracy (1,000 held-out garments)": f"{v:.1%}"
+                             for a, v in zip(zero_shot["attribute"], zero_shot["zero-shot accuracy"])}),
+                    'from transformers import CLIPModel\nfrom course_lib.models import load_course_model\n'
+                    'towers = load_course_model("clip-towers", CLIPModel)')
+        towers = towers.float()
+    if "own-sd" in args.only:
+        vae = make_colour_vae(preset)
+        vae_record = train_colour_vae(vae, colour_train["images"], preset, device=device, progress=False)
+        text_encoder = text_tower(towers)
+        unet = make_text_unet(text_encoder, vae, preset)
+        unet_record = train_text_unet(unet, vae, text_encoder, tokenizer, colour_train, preset, device=device, progress=False)
+        pipe = own_sd_pipeline(vae, text_encoder, tokenizer, unet)
+        seconds = vae_record["seconds"] + clip_record["seconds"] + unet_record["seconds"]
+        bare = StableDiffusionPipeline(vae=vae, unet=unet, scheduler=pipe.scheduler, text_encoder=None, tokenizer=None,
+                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        write_model(out, "own-sd", half(bare), dict(preset=preset, recipe={f: preset_values(preset, f) for f in ("colour_vae", "text_unet")},
+                    steps=unet_record["step"], seconds=seconds, device=where, data=colour_data,
+                    parts={"colour VAE": dict(steps=vae_record["step"], seconds=round(vae_record["seconds"])),
+                           "CLIP towers (text encoder)": dict(steps=clip_record["step"], seconds=round(clip_record["seconds"])),
+                           "UNet": dict(steps=unet_record["step"], seconds=round(unet_record["seconds"]))},
+                    figures=own_sd_figures(pipe, colour_test, seconds, cache_dir)),
+                    'from course_lib.own_sd import shipped_own_sd\npipe = shipped_own_sd()  # its text encoder: clip-towers\' text tower')
+    total = sum(f.stat().st_size for name in COURSE_MODELS for f in (out / name).rglob("*") if f.is_file() and (out / name).exists())
+    print(f"\nall shipped models: {total / 1e6:.1f} MB in {out}; this run took {(time.perf_counter() - start_all) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
