@@ -2,10 +2,10 @@
 
     python tools/make_models.py [--preset cpu] [--cache-dir DIR] [--only NAME ...] [--out course_lib/pretrained]
 
-`make models` runs this. Each model is trained by its chapter's own function with the named preset (the cpu presets
-by default, ~1 hour on 2 CPU cores; on a GPU pass --preset gpu), in a fresh cache folder unless --cache-dir names one
-(then models already trained there with the same recipe are reused, and their training time is the one recorded
-when they were trained). Each goes to <out>/<name>/ in fp16 safetensors as a `save_pretrained` folder, with
+`make models` runs this. Each model is trained from scratch by its chapter's own function with the named preset (the
+cpu presets by default, about half an hour on 2 CPU cores; on a GPU pass --preset gpu): chapter 1b's judge, chapter
+3's CLIP towers, chapter 5's own Stable Diffusion (its colour VAE and UNet; its text encoder is the CLIP towers' text
+tower). --cache-dir names where the colour judges used for measuring are kept (default: a fresh folder). Each goes to <out>/<name>/ in fp16 safetensors as a `save_pretrained` folder, with
 `course_model.json` (preset, steps, seconds, device, data fingerprint, figures) and a model card, README.md. The
 figures measured on each model are printed and written to the card.
 """
@@ -17,13 +17,10 @@ import diffusers
 import torch
 from diffusers import StableDiffusionPipeline
 
-from course_lib.conditioning import (N_CLASSES, checkpoint_path, generate_from_class, load_class_unet, make_class_unet,
-                                     run_settings, train_class_conditioned)
 from course_lib.core import settings
 from course_lib.data import colour_tensors, fashion_tensors, load_colour_fashion, load_fashion_mnist
 from course_lib.evaluation import FashionClassifier, class_accuracy, train_classifier
-from course_lib.latents import make_fashion_vae, reconstruction_psnr, train_vae
-from course_lib.models import COURSE_MODELS, PRETRAINED_DIR, load_clip_tokenizer, load_course_model, make_scheduler
+from course_lib.models import COURSE_MODELS, PRETRAINED_DIR, load_clip_tokenizer, load_course_model
 from course_lib.own_sd import (attribute_hits, colour_judges, colour_vae_path, held_out_requests, make_colour_vae, shipped_own_sd,
                                make_text_unet, own_sd_pipeline, train_colour_vae, train_text_unet, vae_psnr)
 from course_lib.sampling import generate
@@ -31,6 +28,7 @@ from course_lib.text import make_clip_towers, text_tower, train_clip_towers, zer
 from course_lib.training import data_fingerprint, preset_values
 
 RETRAIN = "make models"
+OWN_SD_USAGE = "from course_lib.own_sd import shipped_own_sd\npipe = shipped_own_sd()  # its text encoder: clip-towers' text tower"
 
 
 def device_name() -> str:
@@ -124,7 +122,7 @@ def main():
     args = parser.parse_args()
     if args.remeasure:
         folder = Path(args.out) / "own-sd"
-        facts = json.loads((folder / "course_model.json").read_text())
+        facts = {"usage": OWN_SD_USAGE} | json.loads((folder / "course_model.json").read_text())
         facts["figures"] = own_sd_figures(shipped_own_sd(), colour_tensors(load_colour_fashion("test")), facts["seconds"], args.cache_dir)
         return write_card(folder, facts)
     cache_dir, out, preset = args.cache_dir or tempfile.mkdtemp(prefix="make-models-"), Path(args.out), args.preset
@@ -132,8 +130,7 @@ def main():
     device, where = "cpu" if not torch.cuda.is_available() else "cuda", device_name()
     print(f"training with the {preset} preset on {where}; cache {cache_dir}", flush=True)
     start_all = time.perf_counter()
-    need_fashion = {"class-unet", "judge", "fashion-vae"} & set(args.only)
-    if need_fashion:
+    if "judge" in args.only:
         train_images, train_labels = fashion_tensors(load_fashion_mnist("train", verbose=False))
         test_images, test_labels = fashion_tensors(load_fashion_mnist("test", verbose=False))
         fashion_data = (f"course_lib's offline Fashion-like set ({settings.data_source} source), 60,000 training images, "
@@ -149,27 +146,6 @@ def main():
                     'from course_lib.evaluation import FashionClassifier\nfrom course_lib.models import load_course_model\n'
                     'judge = load_course_model("judge", FashionClassifier)')
         judge = judge.float()
-    if "class-unet" in args.only:
-        if "judge" not in args.only: judge = shipped_judge()
-        model, path = make_class_unet(preset), checkpoint_path(preset, train_images, train_labels, cache_dir)
-        record = train_class_conditioned(model, train_images, train_labels, preset, checkpoint=path, device=device, progress=False)
-        labels = torch.arange(N_CLASSES).repeat_interleave(10)
-        samples = generate_from_class(model, make_scheduler("ddim"), list(range(N_CLASSES)), 10, guidance_scale=3,
-                                      num_inference_steps=50, generator=torch.Generator().manual_seed(0), progress=False)
-        write_model(out, "class-unet", half(model), dict(preset=preset, recipe=run_settings(preset, train_images), steps=record["step"],
-                    seconds=record["seconds"], device=where, data=fashion_data,
-                    figures={"class accuracy at guidance 3 (100 samples, DDIM 50, the shipped judge)": f"{class_accuracy(judge, samples, labels):.0%}"}),
-                    'from diffusers import UNet2DModel\nfrom course_lib.models import load_course_model\n'
-                    'unet = load_course_model("class-unet", UNet2DModel)')
-    if "fashion-vae" in args.only:
-        vae = make_fashion_vae(preset)
-        record = train_vae(vae, train_images, preset, device=device, progress=False)
-        write_model(out, "fashion-vae", half(vae), dict(preset=preset, recipe=preset_values(preset, "vae"), steps=record["step"],
-                    seconds=record["seconds"], device=where, data=fashion_data,
-                    figures={"held-out PSNR (10,000 test images, latent mean)": f"{reconstruction_psnr(vae.float(), test_images):.2f} dB",
-                             "scaling factor": f"{vae.config.scaling_factor:.4f}"}),
-                    'from diffusers import AutoencoderKL\nfrom course_lib.models import load_course_model\n'
-                    'vae = load_course_model("fashion-vae", AutoencoderKL)')
     if {"clip-towers", "own-sd"} & set(args.only):
         tokenizer = load_clip_tokenizer(verbose=False)
         colour_train, colour_test = colour_tensors(load_colour_fashion("train")), colour_tensors(load_colour_fashion("test"))
@@ -201,7 +177,7 @@ def main():
                            "CLIP towers (text encoder)": dict(steps=clip_record["step"], seconds=round(clip_record["seconds"])),
                            "UNet": dict(steps=unet_record["step"], seconds=round(unet_record["seconds"]))},
                     figures=own_sd_figures(pipe, colour_test, seconds, cache_dir)),
-                    'from course_lib.own_sd import shipped_own_sd\npipe = shipped_own_sd()  # its text encoder: clip-towers\' text tower')
+                    OWN_SD_USAGE)
     total = sum(f.stat().st_size for name in COURSE_MODELS for f in (out / name).rglob("*") if f.is_file() and (out / name).exists())
     print(f"\nall shipped models: {total / 1e6:.1f} MB in {out}; this run took {(time.perf_counter() - start_all) / 60:.1f} min")
 
