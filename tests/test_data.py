@@ -187,8 +187,10 @@ def test_colour_garments_are_measured_as_drawn_and_captioned_truly():
     assert images.shape == (1000, 32, 32, 3) and set(attributes) == {"colour", "pattern", "size"}
     assert (garment_colours(images) == attributes["colour"]).float().mean() > 0.98
     assert torch.equal(draw_colour_fashion(1000, seed=3)[0], images)
-    gray = draw_fashion(1000, seed=3, size=32)[0]
+    gray = draw_fashion(1000, seed=3, size=32, coarse_patterns=True)[0]
     assert torch.equal(images.amax(-1) > 0, gray > 0)  # the same garments, coloured
+    fine = draw_fashion(1000, seed=3, size=32)[0]
+    assert ((fine > 0) == (gray > 0)).float().mean() > 0.99 and not torch.equal(fine, gray)  # other cloth, same shapes
     captions = colour_captions(labels, attributes["colour"], attributes["pattern"], "test", seed=1)
     for caption, label, colour, pattern in zip(captions, labels, attributes["colour"], attributes["pattern"]):
         words = f" {caption} "

@@ -27,8 +27,8 @@ def test_every_model_ships_in_fp16_with_its_card_within_25_mb():
         weights = list(folder.rglob("*.safetensors"))
         assert weights
         for path in weights:
-            with safe_open(str(path), "pt") as f:
-                assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}, path
+            with safe_open(str(path), "pt") as f:  # every float in fp16 (BatchNorm's step counter stays an int)
+                assert {f.get_slice(k).get_dtype() for k in f.keys()} - {"I64"} == {"F16"}, path
         total += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     assert total <= 25e6, f"{total / 1e6:.1f} MB"
 
