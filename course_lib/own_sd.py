@@ -17,7 +17,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNe
 from tqdm.auto import tqdm
 from transformers import CLIPModel
 
-from .core import get_device, model_note, note_source, seeded, show_images
+from .core import get_device, model_note, seeded, show_images
 from .data import (CLASS_NOUNS, COLOUR_TEMPLATES, COLOUR_VERSION, FASHION_CLASSES, PALETTE, PATTERN_WORDS,
                              PATTERNS, colour_tensors, garment_colours, load_colour_fashion)
 from .evaluation import FashionClassifier, classifier_outputs, fashion_classifier, frechet_distance
@@ -25,7 +25,7 @@ from .latents import decode, encode, latent_scaling_factor, psnr, vae_loss
 from .models import FASHION_SCHEDULE, load_clip_tokenizer, load_course_model, load_sd_pipeline, make_scheduler
 from .sampling import generate
 from .text import caption_batches, clip_score, clip_towers, text_tower, tokenize
-from .training import (cache_path, epoch_batches, preset_label, preset_values, save_pretrained_atomic,
+from .training import (cache_path, cached_pretrained, epoch_batches, preset_label, preset_values, save_pretrained_atomic,
                                  train)
 
 # %% auto #0
@@ -71,14 +71,12 @@ def colour_vae_path(preset=None, seed: int = 0, cache_dir=None):
 
 def colour_vae(preset=None, seed: int = 0, cache_dir=None, device=None, progress: bool = True) -> AutoencoderKL:
     "The colour VAE of `preset`: loaded from the cache, else trained on the colour set's train split and saved."
-    folder = colour_vae_path(preset, seed, cache_dir)
-    if (folder / "config.json").exists():
-        note_source("colour VAE", f"trained earlier here, loaded from {folder.name}")
-        return AutoencoderKL.from_pretrained(folder).to(get_device(device)).eval()
-    vae = make_colour_vae(preset, seed)
-    train_colour_vae(vae, colour_tensors(load_colour_fashion("train"))["images"], preset, seed=seed, device=device, progress=progress)
-    save_pretrained_atomic(vae, folder)
-    return vae.eval()
+    def build():
+        vae = make_colour_vae(preset, seed)
+        train_colour_vae(vae, colour_tensors(load_colour_fashion("train"))["images"], preset, seed=seed, device=device, progress=progress)
+        return vae.eval()
+    load = lambda folder: AutoencoderKL.from_pretrained(folder).to(get_device(device)).eval()
+    return cached_pretrained(colour_vae_path(preset, seed, cache_dir), load, build, "colour VAE")
 
 # %% ../nbs/05_own_sd.ipynb #f648ce60
 def vae_psnr(vae, images: torch.Tensor, batch_size: int = 500) -> float:
@@ -146,20 +144,17 @@ def own_sd_path(preset=None, seed: int = 0, cache_dir=None):
 
 def own_sd(preset=None, seed: int = 0, cache_dir=None, device=None, progress: bool = True) -> StableDiffusionPipeline:
     "Our Stable Diffusion of `preset`: loaded from the cache, else its VAE, CLIP and UNet trained (or loaded) and saved."
-    folder = own_sd_path(preset, seed, cache_dir)
-    if (folder / "model_index.json").exists():
-        note_source("own Stable Diffusion", f"trained earlier here, loaded from {folder.name}")
-        pipe = load_sd_pipeline(folder, device=device, verbose=False, what=None)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
-    tokenizer = load_clip_tokenizer(verbose=False)
-    vae = colour_vae(preset, seed, cache_dir, device, progress)
-    text_encoder = text_tower(clip_towers(tokenizer, preset, seed, cache_dir, device, progress))
-    unet = make_text_unet(text_encoder, vae, preset, seed)
-    train_text_unet(unet, vae, text_encoder, tokenizer, colour_tensors(load_colour_fashion("train")), preset, seed=seed,
-                    device=device, progress=progress)
-    pipe = own_sd_pipeline(vae, text_encoder, tokenizer, unet)
-    save_pretrained_atomic(pipe, folder)
+    def build():
+        tokenizer = load_clip_tokenizer(verbose=False)
+        vae = colour_vae(preset, seed, cache_dir, device, progress)
+        text_encoder = text_tower(clip_towers(tokenizer, preset, seed, cache_dir, device, progress))
+        unet = make_text_unet(text_encoder, vae, preset, seed)
+        train_text_unet(unet, vae, text_encoder, tokenizer, colour_tensors(load_colour_fashion("train")), preset, seed=seed,
+                        device=device, progress=progress)
+        return own_sd_pipeline(vae, text_encoder, tokenizer, unet)
+    pipe = cached_pretrained(own_sd_path(preset, seed, cache_dir), lambda folder: load_sd_pipeline(folder, device=device, verbose=False, what=None),
+                             build, "own Stable Diffusion")
+    pipe.set_progress_bar_config(disable=True)
     return pipe.to(get_device(device))
 
 # %% ../nbs/05_own_sd.ipynb #bd13dc28

@@ -19,7 +19,7 @@ from .core import check_prompts, derived_generator, get_device, note_source, see
 from .data import (CLASS_NOUNS, COLOUR_TEMPLATES, COLOUR_VERSION, FASHION_CLASSES, PALETTE, PATTERN_WORDS,
                              colour_captions, colour_tensors, load_colour_fashion)
 from .models import TINY_TEXT_ENCODER, load_clip_tokenizer, load_text_encoder
-from .training import (cache_path, fashion_batches, pick_preset, preset_label, preset_values,
+from .training import (cache_path, cached_pretrained, fashion_batches, pick_preset, preset_label, preset_values,
                                  save_pretrained_atomic, train)
 
 # %% auto #0
@@ -325,15 +325,13 @@ def clip_towers_path(preset=None, seed: int = 0, cache_dir=None):
 
 def clip_towers(tokenizer=None, preset=None, seed: int = 0, cache_dir=None, device=None, progress: bool = True) -> CLIPModel:
     "The CLIP towers of `preset`: loaded from the cache, else trained on the colour set's train split and saved."
-    folder = clip_towers_path(preset, seed, cache_dir)
-    if (folder / "config.json").exists():
-        note_source("CLIP towers", f"trained earlier here, loaded from {folder.name}")
-        return CLIPModel.from_pretrained(folder).to(get_device(device)).eval()
-    towers = make_clip_towers(preset, seed)
-    colour = colour_tensors(load_colour_fashion("train"), device)
-    train_clip_towers(towers, tokenizer or load_clip_tokenizer(verbose=False), colour, preset, seed=seed, device=device, progress=progress)
-    save_pretrained_atomic(towers, folder)
-    return towers
+    def build():
+        towers = make_clip_towers(preset, seed)
+        train_clip_towers(towers, tokenizer or load_clip_tokenizer(verbose=False), colour_tensors(load_colour_fashion("train"), device),
+                          preset, seed=seed, device=device, progress=progress)
+        return towers
+    load = lambda folder: CLIPModel.from_pretrained(folder).to(get_device(device)).eval()
+    return cached_pretrained(clip_towers_path(preset, seed, cache_dir), load, build, "CLIP towers")
 
 def text_tower(towers: CLIPModel) -> CLIPTextModel:
     "The text tower of `towers` as a frozen `CLIPTextModel` (a copy), the class SD's pipelines load as `text_encoder`."

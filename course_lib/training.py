@@ -26,8 +26,8 @@ from .core import (PRESET_FAMILIES, check_choice, derived_generator, get_device,
 __all__ = ['BATCH_INPUTS', 'LR_SCHEDULES', 'CHECKPOINT_FORMAT', 'CACHE_VERSION', 'RUN_KEYS', 'pick_preset', 'preset_values',
            'preset_label', 'check_batch_input', 'fashion_batches', 'epoch_batches', 'unit_images',
            'learning_rate_schedule', 'atomic_save_file', 'read_checkpoint', 'prefixed', 'save_checkpoint',
-           'optimizer_state', 'resume_training', 'save_pretrained_atomic', 'data_fingerprint', 'cache_path',
-           'check_run', 'train_step', 'log_step', 'save_if_due', 'finish_record', 'train', 'plot_losses']
+           'optimizer_state', 'resume_training', 'save_pretrained_atomic', 'cached_pretrained', 'data_fingerprint',
+           'cache_path', 'check_run', 'train_step', 'log_step', 'save_if_due', 'finish_record', 'train', 'plot_losses']
 
 # %% ../nbs/00_training.ipynb #19f7f6ae
 def pick_preset(preset: str | None = None, device=None) -> str:
@@ -179,6 +179,17 @@ def save_pretrained_atomic(model, folder) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return folder
+
+# %% ../nbs/00_training.ipynb #592526b3
+def cached_pretrained(folder, load, build, what: str):
+    "`load(folder)` when `folder` holds a `save_pretrained` model, else `build()`'s model, saved there first (atomically)."
+    folder = Path(folder)
+    if (folder / "config.json").exists() or (folder / "model_index.json").exists():
+        note_source(what, f"trained earlier here, loaded from {folder.name}")
+        return load(folder)
+    model = build()
+    save_pretrained_atomic(model, folder)
+    return model
 
 # %% ../nbs/00_training.ipynb #eb21c3eb
 CACHE_VERSION = 2  # 2: one naming rule for every cached model; the caption encoder's schedule is the trainer's
