@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .core import check_choice, check_guidance_scale, get_device, seeded, show_images
 from .data import FASHION_CLASSES
+from .fast import fast_inference, fast_path_wanted
 from .models import make_scheduler, step_kwargs
 from .training import cache_path, epoch_batches, prefixed, preset_label, preset_values, read_checkpoint, train
 
@@ -94,7 +95,8 @@ def run_settings(preset, images, epochs=None, batch_size=None, learning_rate=Non
                learning_rate=learning_rate or p["learning_rate"],
                mixed_precision=mixed_precision or p["mixed_precision"] or "no",  # settings.ini reads "no" as False
                train_samples=min(train_samples or p["train_samples"], len(images)), class_dropout=class_dropout,
-               lr_schedule=lr_schedule, seed=seed, adam_eps=1e-5, preset=preset_label(preset))  # eps: the original's
+               lr_schedule=lr_schedule, seed=seed, adam_eps=1e-5, preset=preset_label(preset),  # eps: the original's
+               **{lever: True for lever in ("channels_last", "compile") if p.get(lever)})  # a GPU preset's levers (see train)
     if not 0 <= class_dropout < 1: raise ValueError(f"`class_dropout` must be in [0, 1); got {class_dropout!r}.")
     return run | {"steps_per_epoch": math.ceil(run["train_samples"] / run["batch_size"])}
 
@@ -108,7 +110,8 @@ def check_null_label(model, class_dropout: float):
 # %% ../nbs/01_conditioning.ipynb #c9da8266
 def train_class_conditioned(model, images, labels, preset=None, *, class_dropout: float = 0.1, seed: int = 0,
                             checkpoint=None, checkpoint_every: int = 200, max_steps=None, device=None,
-                            progress: bool = True, what: str = "class UNet", **overrides) -> dict:
+                            progress: bool = True, what: str = "class UNet", fast: bool | None = None,
+                            **overrides) -> dict:
     "Train `model` on uint8 `images` N×28×28 (or latents) with `labels`, resuming from `checkpoint`; returns the record."
     run = run_settings(preset, images, class_dropout=class_dropout, seed=seed, **overrides)
     check_null_label(model, class_dropout)
@@ -116,7 +119,7 @@ def train_class_conditioned(model, images, labels, preset=None, *, class_dropout
     loss = lambda model, batch, generator, bf16: diffusion_loss(model, noise_scheduler, *batch, class_dropout, generator, bf16)
     batches = epoch_batches(images[:n].to(dev), labels[:n].to(dev), run["batch_size"], seed)
     return train(model, loss, batches, run, seed=seed, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                 max_steps=max_steps, device=device, progress=progress, what=what)
+                 max_steps=max_steps, device=device, progress=progress, what=what, fast=fast)
 
 # %% ../nbs/01_conditioning.ipynb #0e65fa44
 def checkpoint_path(preset, images, labels, cache_dir=None, kind: str = "class-unet", **run):
@@ -184,17 +187,20 @@ def guided_noise(model, model_input: torch.Tensor, t, cond: torch.Tensor, scale:
 def generate_from_class(model, scheduler, class_label, n_samples: int = 8, guidance_scale: float = 1.0,
                         num_inference_steps: int | None = None, generator: torch.Generator | None = None,
                         mixed_precision: str = "no", use_clipped_model_output: bool = True, progress: bool = True,
-                        output_type: str = "image") -> torch.Tensor:
+                        output_type: str = "image", fast: bool | None = None) -> torch.Tensor:
     "`n_samples` images (B×1×32×32 in [0, 1]; raw samples for `output_type`='latent') of each class in `class_label`, with CFG."
     labels, scale = check_class_request(model, class_label, n_samples, guidance_scale, mixed_precision, output_type)
-    scheduler.set_timesteps(check_steps(num_inference_steps, scheduler))
     device = next(model.parameters()).device
+    scheduler.set_timesteps(check_steps(num_inference_steps, scheduler))  # on the CPU: no wait for the GPU at each step
     cond = torch.tensor(labels, device=device).repeat_interleave(n_samples)
     shape = (len(cond), model.config.in_channels, model.config.sample_size, model.config.sample_size)
     sample = randn_tensor(shape, generator=generator, device=device) * scheduler.init_noise_sigma
     extra = step_kwargs(scheduler, generator, use_clipped_model_output)
+    denoiser = model
+    if fast_path_wanted(fast, device):  # the compiled UNet of course_lib.fast, with bf16 *weights* instead of autocast
+        denoiser, mixed_precision = fast_inference(model, torch.bfloat16 if mixed_precision == "bf16" else None), "no"
     for t in tqdm(scheduler.timesteps, desc=f"sampling {len(cond)}", disable=not progress, leave=False):
-        noise_pred = guided_noise(model, scheduler.scale_model_input(sample, t), t, cond, scale, mixed_precision)
+        noise_pred = guided_noise(denoiser, scheduler.scale_model_input(sample, t), t, cond, scale, mixed_precision)
         sample = scheduler.step(noise_pred, t, sample, **extra).prev_sample
     return sample if output_type == "latent" else (sample.clamp(-1, 1) + 1) / 2
 

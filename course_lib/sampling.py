@@ -18,6 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from .core import check_choice, check_guidance_scale, check_prompts, make_generator
+from .fast import fast_inference, fast_path_wanted
 from .latents import decode
 from .models import downsampling_factor, step_kwargs
 from .text import encode_prompt
@@ -129,7 +130,7 @@ def denoise(unet, scheduler, latents: torch.Tensor, embeddings: torch.Tensor, gu
 def generate(pipe, prompt, negative_prompt="", *, height: int | None = None, width: int | None = None,
              num_inference_steps: int = 30, guidance_scale: float = 7.5, guidance_rescale: float = 0.0,
              seed: int | None = None, generator=None, scheduler=None, output_type: str = "pil",
-             prompt_embeds: tuple | None = None, callback=None, progress: bool = True):
+             prompt_embeds: tuple | None = None, callback=None, progress: bool = True, fast: bool | None = None):
     "Images for `prompt` from a Stable Diffusion `pipe` (or dict of parts), the loop of `StableDiffusionPipeline.__call__`."
     parts = sd_parts(pipe)
     unet, vae, scheduler, vae_factor = parts["unet"], parts["vae"], copy.deepcopy(scheduler or parts["scheduler"]), downsampling_factor(parts["vae"])
@@ -142,10 +143,12 @@ def generate(pipe, prompt, negative_prompt="", *, height: int | None = None, wid
     # 3. encode the prompt (or reuse embeddings computed before); at exactly 1 the unconditional half cancels out: skip it
     uncond, cond = prompt_embeds or encode_prompt(parts["tokenizer"], parts["text_encoder"], prompt, negative_prompt, device=unet.device)
     embeddings = torch.cat([uncond, cond]) if guidance_scale != 1 else cond
-    # 4. timesteps, 5. latents, 6. the step's extra arguments (DDIM: no clipped-output recomputation, as diffusers)
-    scheduler.set_timesteps(num_inference_steps, device=unet.device)
+    # 4. timesteps (the fast path keeps them on the CPU, see course_lib.fast), 5. latents, 6. the step's extra arguments
+    fast = fast_path_wanted(fast, unet.device)
+    scheduler.set_timesteps(num_inference_steps, device="cpu" if fast else unet.device)
     latents = prepare_latents(unet, scheduler, len(cond), height, width, vae_factor, generator, cond.dtype)
     extra_step_kwargs = step_kwargs(scheduler, generator, use_clipped_model_output=False)
-    # 7. the denoising loop, then decode
-    latents = denoise(unet, scheduler, latents, embeddings, guidance_scale, guidance_rescale, extra_step_kwargs, callback, progress)
+    # 7. the denoising loop (on CUDA through the compiled UNet of `course_lib.fast`, unless `fast=False`), then decode
+    denoiser = fast_inference(unet) if fast else unet
+    latents = denoise(denoiser, scheduler, latents, embeddings, guidance_scale, guidance_rescale, extra_step_kwargs, callback, progress)
     return latents if output_type == "latent" else decode(vae, latents, output_type)

@@ -21,13 +21,14 @@ from tqdm.auto import tqdm
 
 from .core import (PRESET_FAMILIES, check_choice, derived_generator, get_device, note_source, seeded, settings,
                              show_images)
+from .fast import compiled_for_training, fast_path_wanted
 
 # %% auto #0
 __all__ = ['BATCH_INPUTS', 'LR_SCHEDULES', 'CHECKPOINT_FORMAT', 'CACHE_VERSION', 'RUN_KEYS', 'pick_preset', 'preset_values',
            'preset_label', 'check_batch_input', 'fashion_batches', 'epoch_batches', 'unit_images',
            'learning_rate_schedule', 'atomic_save_file', 'read_checkpoint', 'prefixed', 'save_checkpoint',
            'optimizer_state', 'resume_training', 'save_pretrained_atomic', 'cached_pretrained', 'data_fingerprint',
-           'cache_path', 'check_run', 'train_step', 'log_step', 'save_if_due', 'finish_record', 'train', 'plot_losses']
+           'cache_path', 'check_run', 'train_step', 'log_steps', 'save_if_due', 'finish_record', 'train', 'plot_losses']
 
 # %% ../nbs/00_training.ipynb #19f7f6ae
 def pick_preset(preset: str | None = None, device=None) -> str:
@@ -217,21 +218,24 @@ def check_run(run: dict) -> dict:
     return run
 
 # %% ../nbs/00_training.ipynb #e7fea4a5
-def train_step(model, optimizer, schedule, accelerator, loss_fn, batch, generator, bf16: bool) -> list[float]:
-    "One optimisation step on `batch` (this process's share of it); returns the loss and the logged values."
+def train_step(model, optimizer, schedule, accelerator, loss_fn, batch, generator, bf16: bool) -> list[torch.Tensor]:
+    "One optimisation step on `batch` (this process's share of it); returns the loss and the logged values, on the device."
     rank, world = accelerator.process_index, accelerator.num_processes
     values = loss_fn(model, [part[rank::world] for part in batch], generator, bf16)
     values = values if isinstance(values, tuple) else (values,)
     accelerator.backward(values[0])
     optimizer.step(); optimizer.zero_grad(); schedule.step()
-    return [v.item() for v in values]
+    return [torch.as_tensor(v).detach() for v in values]  # not .item(): reading a value waits for the GPU
 
 # %% ../nbs/00_training.ipynb #b7a9e70f
-def log_step(record: dict, names, values, bar) -> None:
-    "Append this step's `values` to `record` under `names`, count the step, and show the values on the progress `bar`."
-    for name, value in zip(names, values): record.setdefault(name, []).append(value)
-    record["step"] += 1
-    bar.update(); bar.set_postfix({("loss" if name == "losses" else name): f"{value:.4g}" for name, value in zip(names, values)})
+def log_steps(record: dict, names, pending: list, bar) -> None:
+    "Move the values of the `pending` steps (device tensors) into `record` under `names` in one read; show the last on `bar`."
+    if not pending: return
+    rows = torch.stack([torch.stack([v.float() for v in step]) for step in pending]).tolist()  # one host sync for them all
+    for row in rows:
+        for name, value in zip(names, row): record.setdefault(name, []).append(value)
+    bar.set_postfix({("loss" if name == "losses" else name): f"{value:.4g}" for name, value in zip(names, rows[-1])})
+    pending.clear()
 
 def save_if_due(checkpoint, every: int, stop: int, accelerator, model, optimizer, record: dict) -> None:
     "Save the run to `checkpoint` (if any) every `every` steps and at the `stop` step, from the main process only."
@@ -249,24 +253,31 @@ def finish_record(record: dict, done_before: int, start: float, run: dict, what:
 
 # %% ../nbs/00_training.ipynb #7224ba6a
 def train(model, loss_fn, batches, run: dict, *, seed: int = 0, checkpoint=None, checkpoint_every: int = 200,
-          max_steps: int | None = None, device=None, progress: bool = True, what: str = "model", logged=()) -> dict:
+          max_steps: int | None = None, device=None, progress: bool = True, what: str = "model", logged=(),
+          fast: bool | None = None) -> dict:
     "Train `model` with `loss_fn` on `batches(epoch, first_batch)` as `run` says, resuming from `checkpoint`; its record."
     accelerator = Accelerator(cpu=get_device(device).type == "cpu")
+    fast = fast_path_wanted(fast, accelerator.device)
     model.to(accelerator.device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=check_run(run)["learning_rate"], eps=run.get("adam_eps", 1e-8))
+    if fast and run.get("channels_last"): model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=check_run(run)["learning_rate"], eps=run.get("adam_eps", 1e-8),
+                                  fused=fast or None)  # None: PyTorch's default kernels
     record = resume_training(checkpoint, model, optimizer, run)
-    total = run["epochs"] * run["steps_per_epoch"]
+    total, log_every = run["epochs"] * run["steps_per_epoch"], run.get("log_every", 50) if fast else 1
     stop, done_before, start = min(total, max_steps or total), record["step"], time.perf_counter()
     schedule = learning_rate_schedule(optimizer, run["lr_schedule"], total, done_before, run.get("warmup_steps"))
     model, optimizer = accelerator.prepare(model, optimizer)
+    learner = compiled_for_training(model, accelerator.device) if fast and run.get("compile") else model
     bar = tqdm(total=total, initial=done_before, desc=f"training the {what}", unit="step",
                disable=not (progress and accelerator.is_main_process))
+    pending, due = [], lambda every: record["step"] % every == 0 or record["step"] == stop
     while record["step"] < stop:
         epoch, first_batch = divmod(record["step"], run["steps_per_epoch"])
         for batch in batches(epoch, first_batch):
             generator = derived_generator(seed, "step", record["step"], accelerator.process_index, device=accelerator.device)
-            values = train_step(model, optimizer, schedule, accelerator, loss_fn, batch, generator, run["mixed_precision"] == "bf16")
-            log_step(record, ("losses", *logged), values, bar)
+            pending.append(train_step(learner, optimizer, schedule, accelerator, loss_fn, batch, generator, run["mixed_precision"] == "bf16"))
+            record["step"] += 1; bar.update()
+            if due(log_every) or (checkpoint is not None and due(checkpoint_every)): log_steps(record, ("losses", *logged), pending, bar)
             save_if_due(checkpoint, checkpoint_every, stop, accelerator, model, optimizer, record)
             if record["step"] == stop: break
     bar.close(); accelerator.unwrap_model(model).eval()

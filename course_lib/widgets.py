@@ -14,6 +14,7 @@ from fastcore.basics import patch
 from PIL import Image
 
 from .core import show_images
+from .fast import fast_path_wanted
 from .sampling import generate, sd_parts
 from .text import encode_prompt
 
@@ -61,8 +62,9 @@ class GuidanceExplorer:
     def __init__(self, pipe, prompt: str = "a photograph of an astronaut riding a horse", negative_prompt: str = "", *,
                  guidance_scale: float = 7.5, seed: int = 0, num_inference_steps: int = 20, max_steps: int = 50,
                  height: int | None = None, width: int | None = None, scheduler=None, keep: int = 4,
-                 image_size: int = 256, draw: bool = True):
+                 image_size: int = 256, draw: bool = True, fast: bool | None = None):
         self.parts, self.height, self.width, self.scheduler = sd_parts(pipe), height, width, scheduler
+        self.fast = fast_path_wanted(fast, self.parts["unet"].device)  # on CUDA: the compiled UNet of course_lib.fast
         self.controls = explorer_controls(prompt, negative_prompt, guidance_scale, seed, num_inference_steps,
                                           max_steps, keep)
         self.image, self.image_size = image_widget(width=image_size), image_size
@@ -146,7 +148,7 @@ def render(self: GuidanceExplorer, settings: dict):
     def step_done(step, timestep, latents):  # PNDM makes one more call than steps: let the bar grow
         self.progress.max, self.progress.value = max(self.progress.max, step + 1), step + 1
     return generate(self.parts, **settings, height=self.height, width=self.width, scheduler=self.scheduler,
-                    prompt_embeds=embeds, callback=step_done, progress=False)[0]
+                    prompt_embeds=embeds, callback=step_done, progress=False, fast=self.fast)[0]
 
 # %% ../nbs/04b_widgets.ipynb #bc03ab1b
 @patch
@@ -162,7 +164,9 @@ def show_history(self: GuidanceExplorer):
 def draw(self: GuidanceExplorer):
     "Recompute the image from the controls; show the time taken, or the error, in the status line."
     settings = self.settings()
-    self.status.value, self.progress.value, start = "computing…", 0, time.perf_counter()
+    compiling = self.fast and self.draws == 0 and self.parts["unet"].device.type == "cuda"
+    self.status.value = "computing…" + (" the first image compiles the UNet for this GPU (about a minute, once)" if compiling else "")
+    self.progress.value, start = 0, time.perf_counter()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -175,7 +179,8 @@ def draw(self: GuidanceExplorer):
     if self.image.value: self.history.insert(0, (self.image.value, self.caption))
     self.image.value, self.caption, self.draws = png_bytes(image), self.describe(settings), self.draws + 1
     notes = "".join(f"<br><span style='color:#a15c00'>{html.escape(str(w.message))}</span>" for w in caught)
-    self.status.value = f"{self.caption}<br>{seconds:.2f} s{notes}"
+    first = " (the first: it included compiling)" if compiling else ""
+    self.status.value = f"{self.caption}<br>{seconds:.2f} s per image{first}{notes}"
     self.show_history()
 
 # %% ../nbs/04b_widgets.ipynb #9c75838a

@@ -31,3 +31,15 @@ def bpe_path() -> Path:
 def offline_hub(monkeypatch):
     "The Hub switched off the way a learner without network would: HF_HUB_OFFLINE=1."
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run the tests marked slow (CI does: COURSE_RUN_SLOW_TESTS=1)")
+
+
+def pytest_collection_modifyitems(config, items):
+    "Tests marked slow run with --run-slow or COURSE_RUN_SLOW_TESTS=1, else they are skipped, saying how to run them."
+    if config.getoption("--run-slow") or os.environ.get("COURSE_RUN_SLOW_TESTS") == "1": return
+    skip = pytest.mark.skip(reason="slow: run with `pytest --run-slow` (or COURSE_RUN_SLOW_TESTS=1)")
+    for item in items:
+        if "slow" in item.keywords: item.add_marker(skip)

@@ -11,15 +11,17 @@ SIZE = dict(height=64, width=64)
 def pipe(bpe_path): return tiny_sd_pipeline(seed=0, tokenizer=clip_tokenizer_from_bpe(bpe_path), device="cpu")
 
 
-@pytest.fixture
-def explorer(pipe): return guidance_explorer(pipe, "a red cube", seed=3, num_inference_steps=4, **SIZE)
+@pytest.fixture(params=[False, True], ids=["plain", "fast"])
+def explorer(pipe, request):
+    "A panel on the plain path and one on the fast path (on a CPU: channels_last, no compiler), for every behaviour test."
+    return guidance_explorer(pipe, "a red cube", seed=3, num_inference_steps=4, fast=request.param, **SIZE)
 
 
 def test_first_image_is_generate_output(pipe, explorer):
-    expected = generate(pipe, "a red cube", seed=3, num_inference_steps=4, progress=False, **SIZE)[0]
+    expected = generate(pipe, "a red cube", seed=3, num_inference_steps=4, progress=False, fast=explorer.fast, **SIZE)[0]
     assert explorer.image.value == png_bytes(expected)
     assert (explorer.draws, explorer.encodes) == (1, 1)
-    assert "guidance 7.5 · seed 3 · 4 steps" in explorer.status.value and " s" in explorer.status.value
+    assert "guidance 7.5 · seed 3 · 4 steps" in explorer.status.value and " s per image" in explorer.status.value
 
 
 @pytest.mark.parametrize("control, value", [("guidance", 2.0), ("guidance", 0.0), ("seed", 4), ("steps", 6),

@@ -1,0 +1,113 @@
+"The fast path (course_lib.fast) on the CPU: the same outputs as the plain path, the same code as on a GPU minus the compiler."
+import json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_lib.conditioning import generate_from_class, make_class_unet, train_class_conditioned
+from course_lib.data import draw_fashion
+from course_lib.fast import (FastInference, compiled_for_training, detached_from_graph, fast_inference, fast_path_wanted,
+                             to_runner)
+from course_lib.models import clip_tokenizer_from_bpe, make_scheduler, tiny_sd_pipeline
+from course_lib.sampling import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def pipe(bpe_path): return tiny_sd_pipeline(seed=0, tokenizer=clip_tokenizer_from_bpe(bpe_path), device="cpu")
+
+
+def test_setting_decides_on_cuda_only(monkeypatch):
+    assert fast_path_wanted(None, "cpu") is False and fast_path_wanted(True, "cpu") is True
+    monkeypatch.setenv("COURSE_FAST_GPU", "no")
+    assert fast_path_wanted(None, "cuda") is False and fast_path_wanted(True, "cuda") is True
+    monkeypatch.setenv("COURSE_FAST_GPU", "yes")
+    assert fast_path_wanted(None, "cuda") is True and fast_path_wanted(False, "cuda") is False
+    monkeypatch.setenv("COURSE_FAST_GPU", "sometimes")
+    with pytest.raises(ValueError, match="`fast_gpu` must be yes or no"): fast_path_wanted(None, "cuda")
+
+
+@pytest.mark.parametrize("scheduler, guidance", [("pndm", 7.5), ("pndm", 1.0), ("ddim", 3.0), ("euler_a", 5.0)])
+def test_generate_fast_path_gives_the_plain_pixels(pipe, scheduler, guidance):
+    # guidance 1 hands PNDM the UNet's raw output, which it keeps for later steps: the fast path must copy it
+    kwargs = dict(height=64, width=64, num_inference_steps=6, guidance_scale=guidance, seed=3, output_type="pt",
+                  progress=False, scheduler=make_scheduler(scheduler, pipe.scheduler.config))
+    plain, fast = generate(pipe, "a red cube", fast=False, **kwargs), generate(pipe, "a red cube", fast=True, **kwargs)
+    assert plain.shape == (1, 3, 64, 64)
+    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=0)
+
+
+def test_generate_from_class_fast_path():
+    model, ddim = make_class_unet("smoke"), make_scheduler("ddim")
+    sample = lambda **kw: generate_from_class(model, ddim, [1, 8], 3, guidance_scale=3, num_inference_steps=4, progress=False,
+                                              generator=torch.Generator().manual_seed(1), **kw)
+    plain = sample(fast=False)
+    torch.testing.assert_close(sample(fast=True), plain, atol=1e-4, rtol=0)
+    bf16 = sample(fast=True, mixed_precision="bf16")  # bf16 weights, not autocast
+    assert bf16.dtype == torch.float32 and (bf16 - sample(fast=False, mixed_precision="bf16")).abs().mean() < 0.02
+
+
+def test_fast_inference_is_made_once_and_follows_the_model():
+    model = make_class_unet("smoke").eval()
+    x, labels = torch.randn(2, 1, 32, 32), torch.tensor([0, 10])
+    fast, half = fast_inference(model), fast_inference(model, dtype=torch.bfloat16)
+    assert fast_inference(model) is fast and fast.runner is model and not fast.compiled
+    assert half.runner is not model and next(half.runner.parameters()).dtype == torch.bfloat16
+    with torch.no_grad():
+        model.conv_out.bias += 1  # a training step, say
+        expected = model(x, torch.tensor(5), class_labels=labels).sample
+    out = fast_inference(model, dtype=torch.bfloat16)(x, torch.tensor(5), class_labels=labels).sample
+    assert (out.float() - expected).abs().mean() < 0.05
+
+
+def test_inputs_and_outputs_of_the_fast_version():
+    assert to_runner(torch.tensor([1, 2]), "cpu", torch.bfloat16).dtype == torch.int64  # ids and timesteps keep their type
+    assert to_runner(torch.ones(2), "cpu", torch.bfloat16).dtype == torch.bfloat16
+    assert to_runner(3, "cpu", torch.bfloat16) == 3
+    x = torch.ones(3)
+    copied = detached_from_graph({"sample": x})
+    copied["sample"].add_(1)
+    assert torch.equal(x, torch.ones(3))
+
+
+def test_unets_trace_as_one_graph(pipe):
+    "What mode='reduce-overhead', fullgraph=True needs: dynamo traces each UNet whole, with no graph break (backend 'eager': no compiler)."
+    unet = pipe.unet.eval()
+    latents, text = torch.randn(2, 4, 8, 8), torch.randn(2, 77, unet.config.cross_attention_dim)
+    traced = torch.compile(unet, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(latents, torch.tensor(10), encoder_hidden_states=text, return_dict=False)[0],
+                                   unet(latents, torch.tensor(10), encoder_hidden_states=text, return_dict=False)[0])
+    model = make_class_unet("smoke").eval()
+    x, labels = torch.randn(4, 1, 32, 32), torch.tensor([0, 1, 10, 3])
+    traced = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x, torch.tensor(5), class_labels=labels).sample, model(x, torch.tensor(5), class_labels=labels).sample)
+
+
+def test_training_fast_path_keeps_every_loss():
+    images, labels = draw_fashion(64 * 6, seed=0)
+    run = lambda fast: train_class_conditioned(make_class_unet("smoke"), images, labels, "smoke", progress=False, fast=fast,
+                                               mixed_precision="no")
+    plain, fast = run(False), run(True)
+    assert plain["step"] == fast["step"] == len(fast["losses"]) == 6  # read in one go at the end, one loss per step
+    torch.testing.assert_close(torch.tensor(fast["losses"]), torch.tensor(plain["losses"]), atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_for_training_is_made_once():
+    model = torch.nn.Linear(2, 2)
+    assert compiled_for_training(model, "cpu") is compiled_for_training(model, "cpu")
+
+
+@pytest.mark.slow
+def test_gpu_report_check_runs_every_group(tmp_path):
+    "bench/gpu_report.py --check: the GPU report's code on the CPU at toy sizes, so a GPU run does not fail on a typo."
+    env = os.environ | {"COURSE_DATA_SOURCE": "offline", "MPLBACKEND": "Agg"}
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_report.py"), "--check", "--out", str(tmp_path)],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    report = json.loads((tmp_path / "gpu_report.json").read_text())
+    assert report["check"] and not report["notes"], report["notes"]  # a failed group leaves a note
+    assert [len(g["rows"]) for g in report["groups"]] == [5, 4, 4, 6]  # sd, panel, class sampling, training
+    assert report["tables"] and "| fast path" in (tmp_path / "gpu_report.md").read_text()
