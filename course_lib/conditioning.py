@@ -22,7 +22,8 @@ from .core import check_choice, check_guidance_scale, get_device, seeded, show_i
 from .data import FASHION_CLASSES
 from .fast import fast_inference, fast_path_wanted
 from .models import make_scheduler, step_kwargs
-from .training import cache_path, epoch_batches, prefixed, preset_label, preset_values, read_checkpoint, train
+from .training import (MIXED_PRECISIONS, cache_path, epoch_batches, prefixed, preset_label, preset_values,
+                                 read_checkpoint, train, uses_bf16)
 
 # %% auto #0
 __all__ = ['N_CLASSES', 'NULL_CLASS', 'original_transform', 'original_loader', 'make_class_unet', 'diffusion_loss',
@@ -166,7 +167,7 @@ def check_class_request(model, class_label, n_samples, guidance_scale, mixed_pre
     labels, scale = check_class_labels(class_label), check_guidance_model(model, guidance_scale)
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ValueError(f"`n_samples` must be a positive int; got {n_samples!r}.")
-    check_choice("mixed_precision", mixed_precision, ("no", "bf16"))
+    check_choice("mixed_precision", mixed_precision, MIXED_PRECISIONS)
     check_choice("output_type", output_type, ("image", "latent"))
     return labels, scale
 
@@ -196,11 +197,11 @@ def generate_from_class(model, scheduler, class_label, n_samples: int = 8, guida
     shape = (len(cond), model.config.in_channels, model.config.sample_size, model.config.sample_size)
     sample = randn_tensor(shape, generator=generator, device=device) * scheduler.init_noise_sigma
     extra = step_kwargs(scheduler, generator, use_clipped_model_output)
-    denoiser = model
+    denoiser, precision = model, "bf16" if uses_bf16(mixed_precision, device) else "no"  # "auto": bf16 where it pays
     if fast_path_wanted(fast, device):  # the compiled UNet of course_lib.fast, with bf16 *weights* instead of autocast
-        denoiser, mixed_precision = fast_inference(model, torch.bfloat16 if mixed_precision == "bf16" else None), "no"
+        denoiser, precision = fast_inference(model, torch.bfloat16 if precision == "bf16" else None), "no"
     for t in tqdm(scheduler.timesteps, desc=f"sampling {len(cond)}", disable=not progress, leave=False):
-        noise_pred = guided_noise(denoiser, scheduler.scale_model_input(sample, t), t, cond, scale, mixed_precision)
+        noise_pred = guided_noise(denoiser, scheduler.scale_model_input(sample, t), t, cond, scale, precision)
         sample = scheduler.step(noise_pred, t, sample, **extra).prev_sample
     return sample if output_type == "latent" else (sample.clamp(-1, 1) + 1) / 2
 

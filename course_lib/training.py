@@ -24,11 +24,12 @@ from .core import (PRESET_FAMILIES, check_choice, derived_generator, get_device,
 from .fast import compiled_for_training, fast_path_wanted
 
 # %% auto #0
-__all__ = ['BATCH_INPUTS', 'LR_SCHEDULES', 'CHECKPOINT_FORMAT', 'CACHE_VERSION', 'RUN_KEYS', 'pick_preset', 'preset_values',
-           'preset_label', 'check_batch_input', 'fashion_batches', 'epoch_batches', 'unit_images',
+__all__ = ['BATCH_INPUTS', 'LR_SCHEDULES', 'CHECKPOINT_FORMAT', 'CACHE_VERSION', 'RUN_KEYS', 'MIXED_PRECISIONS', 'pick_preset',
+           'preset_values', 'preset_label', 'check_batch_input', 'fashion_batches', 'epoch_batches', 'unit_images',
            'learning_rate_schedule', 'atomic_save_file', 'read_checkpoint', 'prefixed', 'save_checkpoint',
            'optimizer_state', 'resume_training', 'save_pretrained_atomic', 'cached_pretrained', 'data_fingerprint',
-           'cache_path', 'check_run', 'train_step', 'log_steps', 'save_if_due', 'finish_record', 'train', 'plot_losses']
+           'cache_path', 'check_run', 'cpu_has_native_bf16', 'uses_bf16', 'train_step', 'log_steps', 'save_if_due',
+           'finish_record', 'train', 'plot_losses']
 
 # %% ../nbs/00_training.ipynb #19f7f6ae
 def pick_preset(preset: str | None = None, device=None) -> str:
@@ -209,13 +210,27 @@ def cache_path(kind: str, recipe: dict, data=(), suffix: str = "", cache_dir=Non
 
 # %% ../nbs/00_training.ipynb #8c5cb310
 RUN_KEYS = ("epochs", "steps_per_epoch", "batch_size", "learning_rate", "lr_schedule", "mixed_precision")
+MIXED_PRECISIONS = ("no", "bf16", "auto")
 
 def check_run(run: dict) -> dict:
     "`run`, checked to hold `RUN_KEYS` with a known schedule and mixed precision."
     if missing := [k for k in RUN_KEYS if k not in run]: raise ValueError(f"`run` lacks {', '.join(missing)}.")
-    check_choice("mixed_precision", run["mixed_precision"], ("no", "bf16"))
+    check_choice("mixed_precision", run["mixed_precision"], MIXED_PRECISIONS)
     check_choice("lr_schedule", run["lr_schedule"], LR_SCHEDULES)
     return run
+
+# %% ../nbs/00_training.ipynb #99cef0ff
+def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo") -> bool:
+    "Whether this CPU computes bf16 natively (x86 AVX512-BF16 or AMX-BF16, as Linux reports them); False where unknown."
+    try: flags = set(Path(cpuinfo).read_text().split())
+    except OSError: return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+def uses_bf16(mixed_precision: str, device) -> bool:
+    "Whether a run with `mixed_precision` trains under bf16 autocast on `device` ('auto': on a CPU with native bf16 only)."
+    check_choice("mixed_precision", mixed_precision, MIXED_PRECISIONS)
+    if mixed_precision == "auto": return torch.device(device).type == "cpu" and cpu_has_native_bf16()
+    return mixed_precision == "bf16"
 
 # %% ../nbs/00_training.ipynb #e7fea4a5
 def train_step(model, optimizer, schedule, accelerator, loss_fn, batch, generator, bf16: bool) -> list[torch.Tensor]:
@@ -265,6 +280,7 @@ def train(model, loss_fn, batches, run: dict, *, seed: int = 0, checkpoint=None,
     record = resume_training(checkpoint, model, optimizer, run)
     total, log_every = run["epochs"] * run["steps_per_epoch"], run.get("log_every", 50) if fast else 1
     stop, done_before, start = min(total, max_steps or total), record["step"], time.perf_counter()
+    bf16 = uses_bf16(run["mixed_precision"], accelerator.device)
     schedule = learning_rate_schedule(optimizer, run["lr_schedule"], total, done_before, run.get("warmup_steps"))
     model, optimizer = accelerator.prepare(model, optimizer)
     learner = compiled_for_training(model, accelerator.device) if fast and run.get("compile") else model
@@ -275,7 +291,7 @@ def train(model, loss_fn, batches, run: dict, *, seed: int = 0, checkpoint=None,
         epoch, first_batch = divmod(record["step"], run["steps_per_epoch"])
         for batch in batches(epoch, first_batch):
             generator = derived_generator(seed, "step", record["step"], accelerator.process_index, device=accelerator.device)
-            pending.append(train_step(learner, optimizer, schedule, accelerator, loss_fn, batch, generator, run["mixed_precision"] == "bf16"))
+            pending.append(train_step(learner, optimizer, schedule, accelerator, loss_fn, batch, generator, bf16))
             record["step"] += 1; bar.update()
             if due(log_every) or (checkpoint is not None and due(checkpoint_every)): log_steps(record, ("losses", *logged), pending, bar)
             save_if_due(checkpoint, checkpoint_every, stop, accelerator, model, optimizer, record)
