@@ -5,11 +5,14 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
+from diffusers import AutoencoderKL, UNet2DModel
 from transformers import CLIPModel
 
+from course_lib.conditioning import generate_from_class
 from course_lib.data import draw_fashion, garment_colours
 from course_lib.evaluation import FashionClassifier, class_accuracy, classifier_outputs
-from course_lib.models import COURSE_MODELS, course_model_facts, course_model_folder, load_course_model
+from course_lib.latents import reconstruction_psnr
+from course_lib.models import COURSE_MODELS, course_model_facts, course_model_folder, load_course_model, make_scheduler
 from course_lib.own_sd import garment_gray, held_out_requests, shipped_own_sd
 from course_lib.sampling import generate
 
@@ -45,6 +48,19 @@ def test_shipped_judge_names_unseen_garments():
     images, labels = draw_fashion(1000, seed=987)  # a seed the training set never used
     judge = load_course_model("judge", FashionClassifier, "cpu")
     assert class_accuracy(judge, torch.nn.functional.pad(images[:, None], (2, 2, 2, 2)).float() / 255, labels) >= 0.98
+
+
+def test_shipped_class_unet_draws_the_asked_class(judge):
+    model = load_course_model("class-unet", UNet2DModel, "cpu")
+    samples = generate_from_class(model, make_scheduler("ddim"), list(range(10)), 10, guidance_scale=3, num_inference_steps=20,
+                                  generator=torch.Generator().manual_seed(5), progress=False)
+    assert class_accuracy(judge, samples, torch.arange(10).repeat_interleave(10)) >= 0.9
+
+
+def test_shipped_fashion_vae_reconstructs_unseen_garments():
+    vae = load_course_model("fashion-vae", AutoencoderKL, "cpu")
+    images, _ = draw_fashion(1000, seed=987)  # a seed the training set never used
+    assert reconstruction_psnr(vae, images) >= 26
 
 
 def test_shipped_own_sd_draws_the_asked_class_and_colour(judge):

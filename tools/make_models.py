@@ -3,8 +3,8 @@
     python tools/make_models.py [--preset cpu] [--cache-dir DIR] [--only NAME ...] [--out course_lib/pretrained]
 
 `make models` runs this. Each model is trained from scratch by its chapter's own function with the named preset (the
-cpu presets by default, about half an hour on 2 CPU cores; on a GPU pass --preset gpu): chapter 1b's judge, chapter
-3's CLIP towers, chapter 5's own Stable Diffusion (its colour VAE and UNet; its text encoder is the CLIP towers' text
+cpu presets by default, about three quarters of an hour on 2 CPU cores; on a GPU pass --preset gpu): chapter 1's
+class-conditioned UNet, chapter 1b's judge, chapter 2's Fashion VAE, chapter 3's CLIP towers, chapter 5's own Stable Diffusion (its colour VAE and UNet; its text encoder is the CLIP towers' text
 tower). --cache-dir names where the colour judges used for measuring are kept (default: a fresh folder). Each goes to <out>/<name>/ in fp16 safetensors as a `save_pretrained` folder, with
 `course_model.json` (preset, steps, seconds, device, data fingerprint, figures) and a model card, README.md. The
 figures measured on each model are printed and written to the card.
@@ -15,12 +15,14 @@ from pathlib import Path
 import course_lib  # noqa: F401  (before diffusers: mutes transformers' torchvision advice)
 import diffusers
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DModel
 
+from course_lib.conditioning import generate_from_class, make_class_unet, run_settings, train_class_conditioned
 from course_lib.core import settings
 from course_lib.data import colour_tensors, fashion_tensors, load_colour_fashion, load_fashion_mnist
 from course_lib.evaluation import FashionClassifier, class_accuracy, train_classifier
-from course_lib.models import COURSE_MODELS, PRETRAINED_DIR, load_clip_tokenizer, load_course_model
+from course_lib.latents import make_fashion_vae, reconstruction_psnr, train_vae
+from course_lib.models import COURSE_MODELS, PRETRAINED_DIR, load_clip_tokenizer, load_course_model, make_scheduler
 from course_lib.own_sd import (attribute_hits, colour_judges, colour_vae_path, held_out_requests, make_colour_vae, shipped_own_sd,
                                make_text_unet, own_sd_pipeline, train_colour_vae, train_text_unet, vae_psnr)
 from course_lib.sampling import generate
@@ -97,6 +99,17 @@ def own_sd_figures(pipe, colour_test: dict, seconds: float, cache_dir=None) -> d
                f"recipe trained on patterns, colour measured)": f"{v:.0%}" for k, v in hits.items()}}
 
 
+def class_unet_figures(model, judge, n_per_class: int = 50) -> dict:
+    "What the card of class-unet reports: the judge's class accuracy on its samples at guidance 1 and 3 (DDIM 50)."
+    figures, labels = {}, torch.arange(10).repeat_interleave(n_per_class)
+    for scale in (1, 3):
+        samples = generate_from_class(model, make_scheduler("ddim"), list(range(10)), n_per_class, guidance_scale=scale,
+                                      num_inference_steps=50, generator=torch.Generator().manual_seed(0), progress=False)
+        figures[f"class accuracy at guidance {scale} ({10 * n_per_class} samples, DDIM 50, by the shipped judge)"] = \
+            f"{class_accuracy(judge, samples, labels):.1%}"
+    return figures
+
+
 def shipped_judge():
     "Chapter 1b's judge as shipped (the one this run wrote, if it trained one)."
     return load_course_model("judge", FashionClassifier)
@@ -130,7 +143,7 @@ def main():
     device, where = "cpu" if not torch.cuda.is_available() else "cuda", device_name()
     print(f"training with the {preset} preset on {where}; cache {cache_dir}", flush=True)
     start_all = time.perf_counter()
-    if "judge" in args.only:
+    if {"judge", "class-unet", "fashion-vae"} & set(args.only):
         train_images, train_labels = fashion_tensors(load_fashion_mnist("train", verbose=False))
         test_images, test_labels = fashion_tensors(load_fashion_mnist("test", verbose=False))
         fashion_data = (f"course_lib's offline Fashion-like set ({settings.data_source} source), 60,000 training images, "
@@ -146,6 +159,23 @@ def main():
                     'from course_lib.evaluation import FashionClassifier\nfrom course_lib.models import load_course_model\n'
                     'judge = load_course_model("judge", FashionClassifier)')
         judge = judge.float()
+    if "class-unet" in args.only:
+        model = make_class_unet(preset)
+        record = train_class_conditioned(model, train_images, train_labels, preset, device=device, progress=False, what="class UNet")
+        write_model(out, "class-unet", half(model), dict(preset=preset, recipe=run_settings(preset, train_images), steps=record["step"],
+                    seconds=record["seconds"], device=where, data=fashion_data,
+                    figures=class_unet_figures(model.float(), shipped_judge() if "judge" not in args.only else judge)),
+                    'from diffusers import UNet2DModel\nfrom course_lib.models import load_course_model\n'
+                    'model = load_course_model("class-unet", UNet2DModel)')
+    if "fashion-vae" in args.only:
+        vae = make_fashion_vae(preset)
+        record = train_vae(vae, train_images, preset, device=device, progress=False)
+        write_model(out, "fashion-vae", half(vae), dict(preset=preset, recipe=preset_values(preset, "vae"), steps=record["step"],
+                    seconds=record["seconds"], device=where, data=fashion_data,
+                    figures={"held-out PSNR (10,000 test images, mean latent)": f"{reconstruction_psnr(vae.float(), test_images):.2f} dB",
+                             "scaling factor (SD's rule, measured on the training images)": f"{vae.config.scaling_factor:.4f}"}),
+                    'from diffusers import AutoencoderKL\nfrom course_lib.models import load_course_model\n'
+                    'vae = load_course_model("fashion-vae", AutoencoderKL)')
     if {"clip-towers", "own-sd"} & set(args.only):
         tokenizer = load_clip_tokenizer(verbose=False)
         colour_train, colour_test = colour_tensors(load_colour_fashion("train")), colour_tensors(load_colour_fashion("test"))
