@@ -22,11 +22,11 @@ from torch.utils.benchmark import Timer
 from tqdm.auto import tqdm
 
 from .conditioning import generate_from_class, make_class_unet
-from .core import check_choice, derived_generator, get_device, note_source, seeded, settings
+from .core import check_choice, derived_generator, get_device, seeded, settings
 from .data import draw_class
 from .models import downsampling_factor, load_vae
-from .training import (cache_path, epoch_batches, fashion_batches, pick_preset, preset_label, preset_values,
-                                 save_pretrained_atomic, train, unit_images)
+from .training import (cache_path, cached_pretrained, epoch_batches, fashion_batches, pick_preset, preset_label,
+                                 preset_values, train, unit_images)
 
 # %% auto #0
 __all__ = ['ATTENTION_PROCESSORS', 'SAMPLE_SCENE', 'attention_block', 'native_stderr_silenced', 'peak_memory', 'time_and_memory',
@@ -270,14 +270,12 @@ def fashion_vae_path(images: torch.Tensor, preset=None, seed: int = 0, cache_dir
 def fashion_vae(images: torch.Tensor, preset=None, seed: int = 0, cache_dir=None, device=None,
                 progress: bool = True) -> AutoencoderKL:
     "The Fashion VAE of `preset` trained on uint8 `images`: loaded from the cache with `load_vae`, else trained and saved."
-    folder = fashion_vae_path(images, preset, seed, cache_dir)
-    if (folder / "config.json").exists():
-        note_source("Fashion VAE", f"trained earlier here, loaded from {folder.name}")
-        return load_vae(folder, device, what=None)
-    vae = make_fashion_vae(preset, seed)
-    train_vae(vae, images, preset, seed=seed, device=device, progress=progress)
-    save_pretrained_atomic(vae, folder)  # an interrupted save never looks like a trained model
-    return vae
+    def build():
+        vae = make_fashion_vae(preset, seed)
+        train_vae(vae, images, preset, seed=seed, device=device, progress=progress)
+        return vae
+    load = lambda folder: load_vae(folder, device, what=None)
+    return cached_pretrained(fashion_vae_path(images, preset, seed, cache_dir), load, build, "Fashion VAE")
 
 # %% ../nbs/02_latents.ipynb #b1ce44e8
 def reconstruction_psnr(vae, images: torch.Tensor, mode: str = "mean", batch_size: int = 500) -> float:

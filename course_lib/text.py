@@ -235,15 +235,14 @@ def caption_encoder_path(steps: int = 400, seed: int = 0, cache_dir=None):
 def caption_encoder(tokenizer=None, steps: int = 400, seed: int = 0, cache_dir=None, device=None,
                     progress: bool = True) -> CLIPTextModel:
     "The small text encoder trained on Fashion captions: loaded from the cache, else trained (under a minute) and saved."
-    tokenizer, folder = tokenizer or load_clip_tokenizer(verbose=False), caption_encoder_path(steps, seed, cache_dir)
-    if (folder / "config.json").exists():
-        note_source("caption encoder", f"trained earlier here, loaded from {folder.name}")
-        return load_text_encoder(folder, device, verbose=progress, what=None)
-    model = tiny_text_encoder(seed, **CAPTION_ENCODER)
-    record = train_caption_encoder(tokenizer, model, steps, seed=seed, device=device, progress=progress)
-    if progress: print(f"trained in {record['seconds']:.0f} s, final loss {record['losses'][-1]:.3f}; saved to {folder}")
-    save_pretrained_atomic(model, folder)
-    return model
+    def build():
+        model = tiny_text_encoder(seed, **CAPTION_ENCODER)
+        record = train_caption_encoder(tokenizer or load_clip_tokenizer(verbose=False), model, steps, seed=seed, device=device,
+                                       progress=progress)
+        if progress: print(f"trained in {record['seconds']:.0f} s, final loss {record['losses'][-1]:.3f}")
+        return model
+    load = lambda folder: load_text_encoder(folder, device, verbose=progress, what=None)
+    return cached_pretrained(caption_encoder_path(steps, seed, cache_dir), load, build, "caption encoder")
 
 # %% ../nbs/03_text.ipynb #82976340
 def make_clip_towers(preset=None, seed: int = 0) -> CLIPModel:
