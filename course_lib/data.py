@@ -18,17 +18,17 @@ from PIL import Image
 from .core import cached_snapshot, check_choice, get_device, hub_reachable, note_source, settings
 
 # %% auto #0
-__all__ = ['FASHION_CLASSES', 'SPLITS', 'SOURCES', 'IDX_MD5', 'IDX_DTYPES', 'IDX_STEMS', 'FASHION_ALTERNATIVE', 'union',
-           'NOTHING', 'PATTERNS', 'DRAWERS', 'OFFLINE_VERSION', 'OFFLINE_SIZES', 'PALETTE', 'COLOUR_SIZE',
-           'CLASS_NOUNS', 'PATTERN_WORDS', 'COLOUR_TEMPLATES', 'COLOUR_VERSION', 'COLOUR_COLUMNS', 'fashion_features',
-           'png_value', 'fashion_dataset', 'unpack_idx', 'read_idx', 'fashion_search_dirs', 'find_idx',
-           'load_local_fashion', 'load_hub_fashion', 'sd_box', 'sd_segment', 'sd_ellipse', 'sd_trapezoid', 'sd_ring',
-           'subtract', 'Params', 'line_shade', 'garment_coords', 'fabric', 'render_garments', 'torso_neck_sleeves',
-           'draw_tshirt', 'draw_shirt', 'draw_pullover', 'draw_coat', 'draw_dress', 'draw_trouser', 'sole',
-           'shoe_upper', 'draw_sneaker', 'draw_boot', 'draw_sandal', 'draw_bag', 'draw_class', 'draw_fashion',
-           'cached_dataset', 'load_offline_fashion', 'draw_colour_fashion', 'garment_colours', 'describe_garment',
-           'colour_captions', 'colour_features', 'load_colour_fashion', 'colour_tensors', 'load_fashion_mnist',
-           'fashion_tensors', 'class_examples']
+__all__ = ['FASHION_CLASSES', 'SPLITS', 'SOURCES', 'IDX_MD5', 'IDX_DTYPES', 'IDX_STEMS', 'FASHION_ALTERNATIVE', 'NOTHING',
+           'PATTERNS', 'DRAWERS', 'OFFLINE_VERSION', 'OFFLINE_SIZES', 'PALETTE', 'COLOUR_SIZE', 'CLASS_NOUNS',
+           'PATTERN_WORDS', 'COLOUR_TEMPLATES', 'COLOUR_VERSION', 'COLOUR_COLUMNS', 'fashion_features', 'png_value',
+           'fashion_dataset', 'unpack_idx', 'read_idx', 'fashion_search_dirs', 'find_idx', 'load_local_fashion',
+           'load_hub_fashion', 'sd_box', 'sd_segment', 'sd_ellipse', 'sd_trapezoid', 'sd_ring', 'union', 'subtract',
+           'Params', 'line_shade', 'garment_coords', 'fabric', 'render_garments', 'torso_neck_sleeves', 'draw_tshirt',
+           'draw_shirt', 'draw_pullover', 'draw_coat', 'draw_dress', 'draw_trouser', 'sole', 'shoe_upper',
+           'draw_sneaker', 'draw_boot', 'draw_sandal', 'draw_bag', 'draw_class', 'draw_fashion', 'cached_dataset',
+           'load_offline_fashion', 'draw_colour_fashion', 'garment_colours', 'describe_garment', 'colour_captions',
+           'colour_features', 'load_colour_fashion', 'colour_tensors', 'load_fashion_mnist', 'fashion_tensors',
+           'class_examples']
 
 # %% ../nbs/00_data.ipynb #4b82a586
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -168,8 +168,13 @@ def sd_ring(u, v, cu, cv, radius, half_width):
     "Signed distance to a ring (a circle's outline) of `radius` and thickness 2 × `half_width`."
     return (torch.hypot(u - cu, v - cv) - radius).abs() - half_width
 
-union = torch.minimum
-def subtract(a, b): return torch.maximum(a, -b)
+def union(a, b):
+    "The shape covered by `a` or `b`, from their signed distances."
+    return torch.minimum(a, b)
+
+def subtract(a, b):
+    "The shape `a` with `b` cut out of it, from their signed distances."
+    return torch.maximum(a, -b)
 NOTHING = 9.0  # a distance so large the shape draws nothing: how a garment "drops" an optional part
 
 # %% ../nbs/00_data.ipynb #878eef3b

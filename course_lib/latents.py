@@ -144,7 +144,7 @@ def scale_latents(vae, latents: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def encode(vae, images: torch.Tensor, generator: torch.Generator | None = None, mode: str = "sample",
            batch_size: int = 64, progress: bool = False) -> torch.Tensor:
-    "Scaled latents of `images` (B×C×H×W in [0, 1]): a draw from `latent_dist` (`mode`='sample', seeded) or its 'mean'."
+    "Scaled latents of `images` (B×C×H×W in [0, 1]): a draw from `latent_dist` (`mode` 'sample', seeded) or its mean (`mode` 'mean')."
     images, mode = check_vae_images(vae, images), check_choice("mode", mode, ("sample", "mean"))
     dev, dtype, latents = vae.device, vae.dtype, []
     for batch in tqdm(images.split(batch_size), desc="encoding", disable=not progress, leave=False):

@@ -69,11 +69,14 @@ class GuidanceExplorer:
                                           max_steps, keep)
         self.image, self.image_size = image_widget(width=image_size), image_size
         self.progress = widgets.IntProgress(0, min=0, max=num_inference_steps, description="", bar_style="info")
-        self.status, self.history_box = widgets.HTML(), widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
+        self.status = widgets.HTML(layout=widgets.Layout(width=f"{image_size}px"))  # a long warning wraps under the image
+        self.history_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
         self.caption, self.history, self.embedding_cache = "", [], {}
         self.draws, self.encodes, self.last_error = 0, 0, None
         self.seed_rng = random.Random(seed)
         self.panel = self.layout()
+        for widget, name in ((self.panel, "panel"), (self.status, "status"), (self.history_box, "history")):
+            widget.add_class(f"course-explorer-{name}")  # names a browser test (or your CSS) can find
         self.connect()
         if draw: self.draw()
 
@@ -91,8 +94,8 @@ def layout(self: GuidanceExplorer) -> widgets.VBox:
     "The whole panel as one widget."
     c = self.controls
     left = widgets.VBox([c["prompt"], c["negative"], c["guidance"], widgets.HBox([c["seed"], c["new_seed"]]),
-                         c["steps"], c["keep"]], layout=widgets.Layout(width="55%"))
-    right = widgets.VBox([self.image, self.progress, self.status])
+                         c["steps"], c["keep"]], layout=widgets.Layout(flex="1 1 auto", min_width="360px"))
+    right = widgets.VBox([self.image, self.progress, self.status], layout=widgets.Layout(flex="0 0 auto", width=f"{self.image_size + 16}px"))
     earlier = widgets.HTML("<b>earlier images</b> (newest first)")
     return widgets.VBox([widgets.HTML(PIXELATED_CSS), widgets.HBox([left, right]), earlier, self.history_box])
 
@@ -102,9 +105,16 @@ PICTURE_CONTROLS = ("prompt", "negative", "guidance", "seed", "steps")
 @patch
 def connect(self: GuidanceExplorer):
     "Observe the controls: picture settings redraw the image, `keep` only the history row."
-    for name in PICTURE_CONTROLS: self.controls[name].observe(lambda change: self.draw(), names="value")
+    for name in PICTURE_CONTROLS: self.controls[name].observe(self.changed, names="value")
     self.controls["keep"].observe(lambda change: self.show_history(), names="value")
     self.controls["new_seed"].on_click(lambda button: self.new_seed())
+
+@patch
+def changed(self: GuidanceExplorer, change: dict):
+    "Redraw for a new value. A slider moved by less than half its step has not moved: clicking a handle without dragging it makes the browser send back 8.500000000000002 for 8.5."
+    step = getattr(change["owner"], "step", None)
+    if isinstance(step, float) and abs(change["new"] - change["old"]) < step / 2: return
+    self.draw()
 
 @patch
 def new_seed(self: GuidanceExplorer) -> int:
