@@ -1,6 +1,7 @@
 # The course's two commands (see README.md):
 #   make demo   set up .venv if needed, then run the course notebooks headless on offline sources -> output/
-#   make test   set up .venv if needed, then check notebooks/library sync, run nbdev-test and pytest
+#   make test   set up .venv if needed, check notebooks/library sync, run the notebooks (as make demo), build the docs, run pytest
+#   make docs   the docs site from make demo's executed notebooks -> _docs/html/index.html
 #   make demo TRAIN=1   the same, with the train-it-yourself cells run too (they train the cpu presets: about an hour)
 #   make models  retrain every model course_lib ships, from scratch, into course_lib/pretrained/ (about an hour on 2 cores)
 SHELL := /bin/bash
@@ -16,44 +17,67 @@ TORCH_PIP_ARGS ?=
 # content (a new mtime), which must not reinstall everything; a real change to the dependencies or the lock must.
 INSTALL_HASH := $(shell { cat pyproject.toml requirements/constraints.txt; echo "$(TORCH) $(TORCH_PIP_ARGS)"; } | \
 	$(PYTHON) -c "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])")
-STAMP := $(VENV)/.installed-$(INSTALL_HASH)
+# Two installs share .venv: `notebooks` (course_lib and what running the notebooks needs: make demo, models, bench)
+# and `dev` (that plus JupyterLab, the docs builder, the browser test and pytest: make test, docs, install).
+NB_STAMP := $(VENV)/.installed-notebooks-$(INSTALL_HASH)
+STAMP := $(VENV)/.installed-dev-$(INSTALL_HASH)
 
-.PHONY: install demo test sync-check nbtest pytest bench models lock clean readme
+.PHONY: install demo test sync-check nbtest docs pytest browser-test bench models lock clean readme colab venv-install
+
+$(NB_STAMP):
+	@test -f $(STAMP) || $(MAKE) --no-print-directory EXTRAS=notebooks venv-install
+	@touch $@
 
 $(STAMP):
+	@$(MAKE) --no-print-directory EXTRAS=dev venv-install
+	@touch $@ $(NB_STAMP)
+
+venv-install:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
 	  { echo "course_lib needs Python 3.10 or newer; $(PYTHON) is $$($(PYTHON) --version 2>&1). Try: make PYTHON=python3.11"; exit 1; }
-	@echo "Installing torch and the course's packages into $(VENV) (minutes the first time; log: $(VENV)/install.log)"
+	@echo "Installing torch and the course's packages ($(EXTRAS)) into $(VENV) (minutes the first time; log: $(VENV)/install.log)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@{ $(BIN)/python -m pip install --upgrade pip && \
 	   $(BIN)/python -m pip install $(TORCH_PIP_ARGS) "$(TORCH)" && \
-	   $(BIN)/python -m pip install -c requirements/constraints.txt -e ".[dev]"; } > $(VENV)/install.log 2>&1 || \
+	   $(BIN)/python -m pip install -c requirements/constraints.txt -e ".[$(EXTRAS)]"; } > $(VENV)/install.log 2>&1 || \
 	  { tail -n 25 $(VENV)/install.log; echo "Installing failed: the whole log is $(VENV)/install.log"; exit 1; }
-	@rm -f $(VENV)/.installed $(VENV)/.installed-*; touch $@
+	@find $(VENV) -maxdepth 1 -name '.installed*' ! -name '*-$(INSTALL_HASH)' -delete
 
 install: $(STAMP)
 
 # TRAIN=1 runs the cells flagged `#| slow` too: the chapters' own training runs and their measurements.
-demo: $(STAMP)
+demo: $(NB_STAMP)
 	COURSE_DATA_SOURCE=$${COURSE_DATA_SOURCE:-offline} $(if $(TRAIN),COURSE_RUN_FLAGS=slow) \
 	  $(BIN)/python tools/run_notebooks.py --out $(OUT)
 
-models: $(STAMP)
+models: $(NB_STAMP)
 	COURSE_DATA_SOURCE=$${COURSE_DATA_SOURCE:-offline} $(BIN)/python tools/make_models.py
 
-test: sync-check nbtest pytest
+test: sync-check nbtest docs pytest
 
 # The notebooks are the source: exporting and cleaning them must change nothing that is committed.
 sync-check: $(STAMP)
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
+	$(BIN)/python tools/colab.py --check
 	@if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$$(git status --porcelain -- nbs course_lib)" ]; then \
 		git status --porcelain -- nbs course_lib; \
 		echo "nbs/ and course_lib/ are out of sync or not clean: run nbdev-export and nbdev-clean, then commit."; \
 		exit 1; fi
 
+# The notebooks' test is make demo's run (cells flagged notest/slow/gpu skipped, as nbdev-test does): one execution
+# serves the tests, the figures and the docs site.
 nbtest: $(STAMP)
-	COURSE_DATA_SOURCE=$${COURSE_DATA_SOURCE:-offline} $(BIN)/nbdev-test --n-workers 2
+	COURSE_DATA_SOURCE=$${COURSE_DATA_SOURCE:-offline} $(BIN)/python tools/run_notebooks.py --out $(OUT)
+
+# The docs site from the executed notebooks (make demo's, run first when there are none) -> _docs/html/index.html
+docs: $(STAMP)
+	@test -f $(OUT)/summary.md || $(MAKE) --no-print-directory demo
+	$(BIN)/python tools/build_docs.py --notebooks $(OUT)/notebooks --out _docs
+
+# The live panel in a real browser (headless Chromium, JupyterLab) and the docs site's figures; screenshots -> output/browser
+browser-test: $(STAMP)
+	$(BIN)/python -m pytest -m browser
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest
@@ -61,7 +85,7 @@ pytest: $(STAMP)
 # The course's measured figures, on offline data unless COURSE_DATA_SOURCE says otherwise (class_guidance trains the
 # cpu preset once, ~10 min, and caches it; class_sampling then times that model).
 bench: export COURSE_DATA_SOURCE := $(or $(COURSE_DATA_SOURCE),offline)
-bench: $(STAMP)
+bench: $(NB_STAMP)
 	$(BIN)/python bench/offline_dataset.py
 	$(BIN)/python bench/offline_classifier.py
 	$(BIN)/python bench/class_training.py
@@ -82,6 +106,7 @@ clean:
 
 # README.md is rendered from nbs/index.ipynb: by nbdev-readme where Quarto is installed, else by nbconvert.
 readme: $(STAMP)
+	$(BIN)/python tools/colab.py
 	if command -v quarto >/dev/null; then $(BIN)/nbdev-readme; else \
 	  $(BIN)/jupyter nbconvert --to markdown --execute nbs/index.ipynb --output-dir . --output README \
 	    --TagRemovePreprocessor.remove_input_tags=hide 2>&1 | tail -1; fi

@@ -34,6 +34,19 @@ def test_picture_controls_redraw_once_and_change_pixels(explorer, control, value
     assert explorer.history[0][0] == before
 
 
+def test_a_slider_clicked_but_not_moved_does_not_redraw(explorer):
+    step = explorer.controls["guidance"].step
+    explorer.controls["guidance"].value += 1e-12  # what the browser sends back for 7.5 when the handle is clicked
+    explorer.controls["guidance"].value -= step / 4
+    assert explorer.draws == 1
+    explorer.controls["guidance"].value += step  # one step: a move
+    assert explorer.draws == 2
+
+
+def test_a_long_status_wraps_under_the_image(explorer):
+    assert explorer.status.layout.width == f"{explorer.image_size}px"
+
+
 def test_unrelated_control_and_unchanged_values_do_not_redraw(explorer):
     for scale in (2.0, 3.0, 4.0): explorer.controls["guidance"].value = scale
     before, draws = explorer.image.value, explorer.draws

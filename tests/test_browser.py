@@ -1,0 +1,172 @@
+"""The live panel of 04b in a real browser, and the docs site's figures: headless Chromium driven by Playwright.
+
+Run alone with `pytest -m browser`. Needs Chromium (`apt-get install chromium`; `.ci/run` installs it) and, for the
+docs test, the site (`make docs`). Screenshots go to output/browser/.
+"""
+import json, os, secrets, shutil, socket, subprocess, sys, time, urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "output" / "browser"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SITE = ROOT / "_docs" / "html"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None: pytest.skip("Chromium is not installed (apt-get install chromium); CI installs it")
+    from playwright.sync_api import sync_playwright
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])  # root in a container needs it
+        yield chromium
+        chromium.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    "JupyterLab on a free port with a token, serving a copy of 04b (so running it never writes into nbs/)."
+    root, state = tmp_path_factory.mktemp("lab"), tmp_path_factory.mktemp("lab-state")
+    shutil.copy(ROOT / "nbs" / "04b_widgets.ipynb", root)
+    port, token = free_port(), secrets.token_hex(16)
+    news = state / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True); news.write_text(json.dumps({"fetchNews": "false"}))  # no "get notified?" toast
+    notebook = state / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    notebook.parent.mkdir(parents=True); notebook.write_text(json.dumps({"windowingMode": "none"}))  # render every cell
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # the kernel: this Python
+                        "COURSE_DATA_SOURCE": "offline", "HF_HUB_OFFLINE": "1", "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
+                        "JUPYTERLAB_SETTINGS_DIR": str(state / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces")}
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"] + (["--allow-root"] if os.geteuid() == 0 else [])
+    log = open(state / "jupyterlab.log", "w")
+    server = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2).status == 200: break
+            except OSError: time.sleep(0.5)
+        else: pytest.fail(f"JupyterLab did not start: {(state / 'jupyterlab.log').read_text()[-2000:]}")
+        yield url, token
+    finally:
+        server.terminate(); server.wait(30); log.close()
+
+
+def run_all(page):
+    "Run > Run All Cells, from JupyterLab's menu bar; once more if the kernel has not started on the first cell."
+    for attempt in range(3):
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+        try:
+            page.wait_for_function("() => [...document.querySelectorAll('.jp-InputArea-prompt')].some(e => /\\[(\\d+|\\*)\\]/.test(e.textContent))", timeout=15_000)
+            return
+        except Exception: page.keyboard.press("Escape")
+    raise AssertionError("Run All Cells did not start the notebook")
+
+
+def image_bytes(panel) -> bytes:
+    "What the panel's main image shows, as PNG bytes of its screenshot."
+    return panel.locator("img").first.screenshot()
+
+
+def status(panel) -> str: return panel.locator(".course-explorer-status").inner_text()
+
+
+def history_size(panel) -> int: return panel.locator(".course-explorer-history img").count()
+
+
+def wait_for_redraw(page, panel, before: bytes, history: int):
+    "Wait until the image differs from `before` and the history row holds one more image."
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if history_size(panel) == history + 1 and "s per image" in status(panel) and image_bytes(panel) != before: return
+        page.wait_for_timeout(200)
+    raise AssertionError(f"no redraw: status {status(panel)!r}, history {history_size(panel)} (was {history})")
+
+
+@pytest.fixture
+def page(browser):
+    "A new page; its last state is saved as output/browser/last_page.png (what a failure looked like)."
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    yield page
+    page.screenshot(path=SHOTS / "last_page.png", full_page=True)
+    print([t[-1500:] for t in page.locator(".jp-OutputArea-output").all_inner_texts() if "Error" in t])
+    page.close()
+
+
+def test_live_panel_redraws_for_slider_seed_and_new_seed(page, lab):
+    url, token = lab
+    page.goto(f"{url}/lab/tree/04b_widgets.ipynb?token={token}")
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=90_000)
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=90_000)  # the kernel is up
+    run_all(page)
+    panel = page.locator(".course-explorer-panel")
+    panel.locator("img").first.wait_for(timeout=30_000)
+    page.wait_for_function("() => { const p = [...document.querySelectorAll('.jp-InputArea-prompt')].map(e => e.textContent);"
+                           " return p.some(t => /\\[\\d+\\]/.test(t)) && !p.some(t => t.includes('*')); }", timeout=150_000)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+    assert not [e for e in errors if "Traceback" in e or "Error" in e], errors
+    panel.scroll_into_view_if_needed()
+    assert panel.count() == 1  # only the learner's panel is displayed; the tests' own is not
+    assert status(panel).startswith("guidance 7.5 · seed 42 · 20 steps"), status(panel)  # as the notebook made it
+    assert history_size(panel) == 0
+    panel.screenshot(path=SHOTS / "panel_before.png")
+
+    # clicking the guidance handle without moving it: no redraw
+    handle = panel.locator(".widget-hslider", has_text="guidance").locator(".noUi-handle")
+    box = handle.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_timeout(1500)
+    assert history_size(panel) == 0 and status(panel).startswith("guidance 7.5 ·")
+
+    # dragging it one unit to the right: guidance 8.5 (the slider runs 0-15 in steps of 0.5)
+    before = image_bytes(panel)
+    track = panel.locator(".widget-hslider", has_text="guidance").locator(".noUi-base").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + track["width"] / 15, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.up()
+    wait_for_redraw(page, panel, before, 0)
+    assert status(panel).startswith("guidance 8.5 · seed 42 · 20 steps"), status(panel)
+    panel.screenshot(path=SHOTS / "panel_after_slider.png")
+
+    # typing a seed and pressing Enter
+    before = image_bytes(panel)
+    seed_box = panel.locator(".widget-text", has_text="seed").locator("input")
+    seed_box.fill("123")
+    seed_box.press("Enter")
+    wait_for_redraw(page, panel, before, 1)
+    assert status(panel).startswith("guidance 8.5 · seed 123 · 20 steps"), status(panel)
+    panel.screenshot(path=SHOTS / "panel_after_seed.png")
+
+    # the "new seed" button
+    before = image_bytes(panel)
+    panel.locator("button", has_text="new seed").click()
+    wait_for_redraw(page, panel, before, 2)
+    assert status(panel).startswith("guidance 8.5 · seed ") and "seed 123 ·" not in status(panel), status(panel)
+    panel.screenshot(path=SHOTS / "panel_after_new_seed.png")
+    page.screenshot(path=SHOTS / "jupyterlab.png")
+
+
+@pytest.mark.parametrize("page_name, least", [("index", 0), ("01_conditioning", 5), ("05_own_sd", 5)])
+def test_docs_pages_load_with_their_figures(page, page_name, least):
+    if not (SITE / "index.html").exists():
+        pytest.skip("the docs site is not built: run `make docs` (make test builds it before pytest)")
+    page.goto((SITE / f"{page_name}.html").as_uri())
+    page.wait_for_load_state("load")
+    figures = page.eval_on_selector_all("article img", "imgs => imgs.filter(i => !i.src.includes('colab-badge'))"
+                                        ".map(i => [i.getAttribute('src'), i.complete && i.naturalWidth])")
+    assert len(figures) >= least, figures
+    assert [src for src, width in figures if not width] == []  # every figure loaded
+    assert page.title() and "Stable Diffusion" in page.title()
+    page.screenshot(path=SHOTS / f"docs_{page_name}.png")
