@@ -114,8 +114,8 @@ def test_live_panel_redraws_for_slider_seed_and_new_seed(page, lab):
     panel.locator("img").first.wait_for(timeout=30_000)
     page.wait_for_function("() => { const p = [...document.querySelectorAll('.jp-InputArea-prompt')].map(e => e.textContent);"
                            " return p.some(t => /\\[\\d+\\]/.test(t)) && !p.some(t => t.includes('*')); }", timeout=150_000)
-    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
-    assert not [e for e in errors if "Traceback" in e or "Error" in e], errors
+    stderr = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+    assert not [e for e in stderr if "Traceback" in e or "Error" in e or "torchvision" in e], stderr
     panel.scroll_into_view_if_needed()
     assert panel.count() == 1  # only the learner's panel is displayed; the tests' own is not
     assert status(panel).startswith("guidance 7.5 · seed 42 · 20 steps"), status(panel)  # as the notebook made it

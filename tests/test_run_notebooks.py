@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -13,7 +15,8 @@ def notebook(path, *sources):
     return path
 
 
-def test_runner_goes_on_after_a_failure_and_reports_each_notebook(tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_runner_goes_on_after_a_failure_and_reports_each_notebook(tmp_path, jobs):
     nbs, out = tmp_path / "nbs", tmp_path / "out"
     nbs.mkdir(); (out / "figures").mkdir(parents=True)
     (out / "figures" / "a_fails-01.png").write_bytes(b"an earlier run's figure")
@@ -22,7 +25,7 @@ def test_runner_goes_on_after_a_failure_and_reports_each_notebook(tmp_path):
              "from course_lib.core import note_source\nnote_source('example model', 'random weights')",
              "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(); ax.plot([0, 1]); plt.close(fig); fig",
              "#| slow\nraise RuntimeError('slow cells are skipped')")
-    done = subprocess.run([sys.executable, str(ROOT / "tools" / "run_notebooks.py"), "--out", str(out),
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "run_notebooks.py"), "--out", str(out), "--jobs", jobs,
                            str(nbs / "a_fails.ipynb"), str(nbs / "b_draws.ipynb")],
                           capture_output=True, text=True, timeout=300, env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 1, done.stdout + done.stderr

@@ -1,14 +1,17 @@
 """Execute the course notebooks headless and save what they show.
 
-    python tools/run_notebooks.py [--out output] [notebooks ...]
+    python tools/run_notebooks.py [--out output] [--jobs 2] [notebooks ...]
 
 Runs every notebook, even after one fails. Writes each executed notebook to <out>/notebooks/ (a failed one with its
 error cell), every figure it draws to <out>/figures/<notebook>-<n>.png, and a summary table (result, seconds,
 figures, and the data and models each notebook used) to the terminal and to <out>/summary.md. Exits with 1 if any
 notebook failed. Cells flagged `#| slow` or `#| gpu` are skipped, as in `nbdev-test`; set COURSE_RUN_FLAGS="slow"
-to run them.
+to run them. Notebooks run in --jobs processes side by side (default 2, or COURSE_DEMO_JOBS), each with one torch
+thread: on 2 cores that beats one process with two threads, since most of a notebook's time is small tensors, Python
+and PNG decoding. As under nbdev-test (IN_TEST=1), a notebook's own `nbdev_export()` cell does nothing here.
 """
-import argparse, base64, os, sys, time
+import argparse, base64, multiprocessing, os, sys, time
+from functools import partial
 from pathlib import Path
 
 from fastcore.nbio import read_nb, write_nb
@@ -51,6 +54,23 @@ def run_notebook(path: Path, out: Path) -> dict:
                 figures=save_figures(nb, path.stem, out / "figures"), error=error, sources=list(SOURCES_USED))
 
 
+def one_thread():
+    "A worker's setup: one torch thread (the workers share the cores) and nbdev's test mode (no exporting)."
+    import torch
+    torch.set_num_threads(1)
+    os.environ["IN_TEST"] = "1"
+
+
+def run_all(paths, out: Path, jobs: int):
+    "Yield each notebook's summary row as it finishes, `jobs` notebooks at a time."
+    if jobs <= 1:
+        os.environ["IN_TEST"] = "1"
+        yield from (run_notebook(path, out) for path in paths)
+        return
+    with multiprocessing.get_context("spawn").Pool(jobs, initializer=one_thread) as pool:
+        yield from pool.imap_unordered(partial(run_notebook, out=out), paths)
+
+
 def summary_table(rows) -> str:
     "The rows as a markdown table, readable in a terminal too."
     lines = ["| notebook | result | seconds | figures | sources used |", "|---|---|---:|---:|---|"]
@@ -66,6 +86,8 @@ def summary_table(rows) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "output"))
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("COURSE_DEMO_JOBS", 2)),
+                        help="notebooks run side by side (default 2, or COURSE_DEMO_JOBS)")
     parser.add_argument("notebooks", nargs="*")
     args = parser.parse_args()
     out = Path(args.out).resolve()
@@ -73,14 +95,17 @@ def main():
     paths = [Path(p).resolve() for p in args.notebooks] or sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
     print(f"Running {len(paths)} notebooks headless (data source: {os.environ.get('COURSE_DATA_SOURCE') or 'settings.ini'}; "
           f"skipping cells flagged {', '.join(sorted(SKIP_FLAGS))})", flush=True)
-    rows = []
-    for path in paths:
-        rows.append(row := run_notebook(path, out))
-        print(f"{path.name}: {row['result']} in {row['seconds']:.1f} s, {row['figures']} figure{'' if row['figures'] == 1 else 's'}"
+    rows, start = [], time.perf_counter()
+    for row in run_all(paths, out, args.jobs):
+        rows.append(row)
+        print(f"{row['notebook']}.ipynb: {row['result']} in {row['seconds']:.1f} s, {row['figures']} figure{'' if row['figures'] == 1 else 's'}"
               + (f" -- {row['error']}" if row["error"] else ""), flush=True)
+    wall = time.perf_counter() - start
+    rows.sort(key=lambda r: [p.stem for p in paths].index(r["notebook"]))
     failed = [r["notebook"] for r in rows if r["error"]]
     table = summary_table(rows)
-    total = f"{len(rows) - len(failed)} of {len(rows)} notebooks ran in {sum(r['seconds'] for r in rows):.0f} s" + (
+    total = (f"{len(rows) - len(failed)} of {len(rows)} notebooks ran in {wall:.0f} s "
+             f"({sum(r['seconds'] for r in rows):.0f} s of notebook time, {args.jobs} at a time)") + (
         f"; failed: {', '.join(failed)} (see their error cells in {out / 'notebooks'})" if failed else ".")
     (out / "summary.md").write_text(f"# make demo\n\n{table}\n\n{total}\n", encoding="utf-8")
     print(f"\n{table}\n\n{total}\nExecuted notebooks: {out / 'notebooks'}\nFigures: {out / 'figures'}\n"
