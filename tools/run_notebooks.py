@@ -43,11 +43,12 @@ def run_notebook(path: Path, out: Path) -> dict:
     for cell in nb.cells:
         if cell.cell_type == "code" and skipped(cell): cell.source = "# (skipped by tools/run_notebooks.py)\n" + cell.source
     SOURCES_USED.clear()  # each notebook's own sources (course_lib runs in this process)
+    main = sys.modules["__main__"]  # IPython's shell makes its namespace __main__; a pool worker needs its own back
     shell, cwd, error, start = CaptureShell(path=path.parent), os.getcwd(), None, time.perf_counter()
     os.chdir(path.parent)
     try: shell.run_all(nb, exc_stop=True, preproc=lambda c: c.cell_type == "code" and "(skipped by" in c.source)
     except Exception as e: error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    finally: os.chdir(cwd)
+    finally: os.chdir(cwd); sys.modules["__main__"] = main
     seconds = time.perf_counter() - start
     write_nb(nb, out / "notebooks" / path.name)
     return dict(notebook=path.stem, result="ok" if error is None else "FAILED", seconds=seconds,
