@@ -112,7 +112,7 @@ def test_live_panel_redraws_for_slider_seed_and_new_seed(page, lab):
     page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=90_000)  # the kernel is up
     run_all(page)
     panel = page.locator(".course-explorer-panel")
-    panel.locator("img").first.wait_for(timeout=30_000)
+    panel.locator("img").first.wait_for(timeout=120_000)  # a loaded machine takes a while
     page.wait_for_function("() => { const p = [...document.querySelectorAll('.jp-InputArea-prompt')].map(e => e.textContent);"
                            " return p.some(t => /\\[\\d+\\]/.test(t)) && !p.some(t => t.includes('*')); }", timeout=150_000)
     stderr = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
