@@ -1,10 +1,14 @@
 """Every GPU figure of the course in one run, before and after the fast path's levers, as one markdown table.
 
-    python bench/gpu_report.py [--out bench/results] [--budget 420]   # a CUDA device: about 6 minutes
-    python bench/gpu_report.py --check [--out /tmp/report]            # the same code on the CPU, toy sizes: ~1 minute
+    python bench/gpu_report.py [--budget 420]                 # a CUDA device: about 6 minutes -> output/gpu_report/
+    python bench/gpu_report.py --out bench/results            # the same, committing the results (and the packaged copy)
+    python bench/gpu_report.py --check                        # the same code on the CPU, toy sizes: ~1 minute
 
 Writes `gpu_report.md` (device, versions, one table per group) and `gpu_report.json` (what `course_lib.fast.plot_gpu_report`
-draws) into --out after every group, so a run cut short keeps what it measured. Groups, in this order:
+draws) into --out after every group, so a run cut short keeps what it measured. --out is `output/gpu_report` unless you
+name another folder: no run overwrites the committed results by default. With `--out bench/results` the JSON is also
+copied to `course_lib/assets/gpu_report.json`, the report the chapters plot (it ships inside the package); a test keeps
+the two equal. Groups, in this order:
 
 1. attention cost on the device: one self-attention block, classic kernel against SDPA, 32/64/128 px (chapter 2)
 2. chapter 1 sampling: the gpu preset's class UNet (15.9 M, random weights), 8 samples, DDIM 50 steps, guidance 3:
@@ -31,6 +35,9 @@ import course_lib
 from course_lib.core import get_device
 
 START = time.perf_counter()
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = ROOT / "bench" / "results"  # written only when --out names it
+PACKAGED = ROOT / "course_lib" / "assets" / "gpu_report.json"  # read_gpu_report's default: a copy of COMMITTED's JSON
 
 
 def elapsed() -> float: return time.perf_counter() - START
@@ -87,6 +94,7 @@ class Report:
                 "groups": self.groups, "tables": self.tables, "notes": self.notes}
         (self.out / "gpu_report.json").write_text(json.dumps(data, indent=1))
         (self.out / "gpu_report.md").write_text(self.markdown())
+        if self.out.resolve() == COMMITTED: PACKAGED.write_text(json.dumps(data, indent=1))
 
 
 def markdown_table(frame) -> str:
@@ -275,7 +283,8 @@ GROUPS = {"attention": attention_group, "sd": sd_group, "panel": panel_group, "c
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="the same code on the CPU, toy sizes, no compiler")
-    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--out", default="output/gpu_report",
+                        help="folder for the report (default output/gpu_report; bench/results commits it)")
     parser.add_argument("--budget", type=float, default=420, help="seconds after which optional variants are skipped")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="+", choices=list(GROUPS), default=list(GROUPS))
@@ -303,6 +312,7 @@ def main():
             traceback.print_exc()
     report.write()
     print("\n" + report.markdown())
+    print(f"Written to {report.out.resolve()}" + (f" and {PACKAGED}" if report.out.resolve() == COMMITTED else ""))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ Docs: https://sd-course.github.io/course_lib/fast.html.md"""
 
 # %% ../nbs/00_fast.ipynb #79448f85
 from __future__ import annotations
-import copy, importlib.resources, json, weakref
+import copy, importlib.resources, json, sys, weakref
 from pathlib import Path
 
 import torch
@@ -17,7 +17,8 @@ from fastcore.basics import patch
 from .core import parse_value, settings
 
 # %% auto #0
-__all__ = ['FAST_VERSIONS', 'COMPILED_FOR_TRAINING', 'REPORT_PATH', 'fast_path_wanted', 'compile_wanted', 'detached_from_graph',
+__all__ = ['SAID', 'FAST_VERSIONS', 'COMPILED_FOR_TRAINING', 'REPORT_PATH', 'fast_path_wanted', 'compile_wanted',
+           'detached_from_graph', 'say_once', 'missing_bf16', 'usable_dtype', 'PlainPathFallback', 'compiled_or_plain',
            'FastInference', 'to_runner', 'fast_inference', 'compiled_for_training', 'read_gpu_report',
            'plot_gpu_report']
 
@@ -42,17 +43,66 @@ def detached_from_graph(output):
     if isinstance(output, dict): return type(output)(**{key: detached_from_graph(value) for key, value in output.items()})
     return output
 
+# %% ../nbs/00_fast.ipynb #f1a7c002
+SAID = set()  # the notices this process has printed
+
+def say_once(message: str) -> bool:
+    "Print `message` (one line, to stderr) the first time this process asks for it; whether it printed it now."
+    if message in SAID: return False
+    SAID.add(message); print(message, file=sys.stderr, flush=True)
+    return True
+
+def missing_bf16(device) -> str | None:
+    "Why CUDA `device` cannot compute in bf16 (compute capability below 8.0, e.g. a T4), or None where it can (or is no GPU)."
+    device = torch.device(device)
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 0): return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"{torch.cuda.get_device_name(device)} has no bf16 (compute capability {major}.{minor}; bf16 needs 8.0)"
+
+# %% ../nbs/00_fast.ipynb #f1a7c005
+def usable_dtype(dtype: torch.dtype | None, device) -> torch.dtype | None:
+    "`dtype` for weights on `device`, except bf16 on a GPU without it: fp16 instead, said once."
+    if dtype == torch.bfloat16 and (why := missing_bf16(device)):
+        say_once(f"{why}: the fast path uses fp16 weights instead.")
+        return torch.float16
+    return dtype
+
+# %% ../nbs/00_fast.ipynb #f1a7c008
+class PlainPathFallback:
+    "Calls `compiled`; once that fails and `plain` succeeds instead, says so once and calls `plain` from then on."
+    def __init__(self, compiled, plain, what: str): self.compiled, self.plain, self.what, self.failure = compiled, plain, what, None
+
+    def __call__(self, *args, **kwargs):
+        if self.failure is None:
+            try: return self.compiled(*args, **kwargs)
+            except Exception as error:
+                output = self.plain(*args, **kwargs)  # the model's own errors are raised here, as they are
+                self.failure = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:160]}"
+                say_once(f"The fast path could not compile {self.what} ({self.failure}); running the plain path.")
+                return output
+        return self.plain(*args, **kwargs)
+
+    def __getattr__(self, name): return getattr(self.plain, name)  # config, dtype, ...: the plain model's
+
+# %% ../nbs/00_fast.ipynb #f1a7c009
+def compiled_or_plain(model, what: str, **options):
+    "`torch.compile(model, **options)`, falling back to `model` (said once) if compiling fails, now or at a call."
+    try: return PlainPathFallback(torch.compile(model, **options), model, what)
+    except Exception as error:
+        say_once(f"The fast path could not compile {what} ({type(error).__name__}: {str(error).strip()[:160]}); running the plain path.")
+        return model
+
 # %% ../nbs/00_fast.ipynb #cd36acd9
 class FastInference:
     "`model` for sampling: channels_last, optionally a `dtype` copy of its weights, compiled with CUDA graphs where `compile` says."
     def __init__(self, model, dtype: torch.dtype | None = None, compile: bool | None = None, channels_last: bool = True):
         device, model_dtype = next(model.parameters()).device, next(model.parameters()).dtype
-        self.model, self.device, self.dtype = model, device, dtype or model_dtype
+        self.model, self.device, self.dtype = model, device, usable_dtype(dtype, device) or model_dtype
         self.runner = model if self.dtype == model_dtype else copy.deepcopy(model).to(self.dtype).eval()
         if channels_last: self.runner.to(memory_format=torch.channels_last)
         self.compiled = compile_wanted(compile, device)
         options = dict(mode="reduce-overhead" if device.type == "cuda" else None, fullgraph=True)
-        self.call = torch.compile(self.runner, **options) if self.compiled else self.runner
+        self.call = compiled_or_plain(self.runner, f"the {type(model).__name__}", **options) if self.compiled else self.runner
 
 # %% ../nbs/00_fast.ipynb #85c11008
 def to_runner(value, device, dtype: torch.dtype):
@@ -92,15 +142,16 @@ COMPILED_FOR_TRAINING = weakref.WeakKeyDictionary()  # model -> its compiled ver
 def compiled_for_training(model, device):
     "`model` compiled for training steps, with CUDA graphs on CUDA; it shares the weights, the model's own calls stay eager."
     if model not in COMPILED_FOR_TRAINING:
-        COMPILED_FOR_TRAINING[model] = torch.compile(model, mode="reduce-overhead" if torch.device(device).type == "cuda" else None)
+        mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
+        COMPILED_FOR_TRAINING[model] = compiled_or_plain(model, f"the {type(model).__name__} for training", mode=mode)
     return COMPILED_FOR_TRAINING[model]
 
 # %% ../nbs/00_fast.ipynb #679bb16a
-REPORT_PATH = Path(str(importlib.resources.files("course_lib"))).parent / "bench" / "results" / "gpu_report.json"  # in a checkout
+REPORT_PATH = importlib.resources.files("course_lib") / "assets" / "gpu_report.json"  # package data: on Colab too
 
 def read_gpu_report(path=None) -> dict:
-    "The report `bench/gpu_report.py` wrote (default: the one committed in `bench/results/`)."
-    path = Path(path or REPORT_PATH)
+    "The report `bench/gpu_report.py` wrote to `path`; by default the H200 report that ships inside course_lib."
+    path = REPORT_PATH if path is None else Path(path)
     if not path.is_file(): raise FileNotFoundError(f"No GPU report at {path}: run `python bench/gpu_report.py` on a GPU.")
     return json.loads(path.read_text())
 

@@ -8,7 +8,8 @@ Docs: https://sd-course.github.io/course_lib/latents.html.md"""
 
 # %% ../nbs/02_latents.ipynb #abe3b839
 from __future__ import annotations
-import contextlib, math, os, sys, time
+import contextlib, importlib.resources, math, os, sys, time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -168,7 +169,7 @@ def decode(vae, latents: torch.Tensor, output_type: str = "pt", batch_size: int 
     return images.float() if output_type == "pt" else images
 
 # %% ../nbs/02_latents.ipynb #87839e94
-SAMPLE_SCENE = "sample-scene.png"  # in settings' data_dir
+SAMPLE_SCENE = importlib.resources.files("course_lib") / "assets" / "sample-scene.png"  # package data: on Colab too
 
 def draw_sample_scene(size: int = 512, seed: int = 0) -> torch.Tensor:
     "The course's own test picture, 3×`size`×`size` in [0, 1]: sky, sun, textured hills, a checkerboard and a T-shirt."
@@ -185,11 +186,11 @@ def draw_sample_scene(size: int = 512, seed: int = 0) -> torch.Tensor:
     return torch.where(shirt > 0.02, colour(0.95, 0.3, 0.35) * (0.3 + shirt), image).clamp(0, 1)
 
 # %% ../nbs/02_latents.ipynb #38315ae6
-def load_sample_scene(data_dir=None) -> torch.Tensor:
-    "`data/sample-scene.png` as a 3×512×512 tensor in [0, 1]."
+def load_sample_scene(path=None) -> torch.Tensor:
+    "The picture at `path` (default: the sample scene that ships inside course_lib) as a 3×H×W tensor in [0, 1]."
     from PIL import Image
-    path = settings.get_path("data_dir", data_dir) / SAMPLE_SCENE
-    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255
+    with (SAMPLE_SCENE if path is None else Path(path)).open("rb") as file: image = Image.open(file).convert("RGB")
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
 
 # %% ../nbs/02_latents.ipynb #3b9635d7
 def plot_latent_channels(latent: torch.Tensor, title: str = "latent channels"):

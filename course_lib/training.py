@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .core import (PRESET_FAMILIES, check_choice, derived_generator, get_device, note_source, seeded, settings,
                              show_images)
-from .fast import compiled_for_training, fast_path_wanted
+from .fast import compiled_for_training, fast_path_wanted, missing_bf16, say_once
 
 # %% auto #0
 __all__ = ['BATCH_INPUTS', 'LR_SCHEDULES', 'CHECKPOINT_FORMAT', 'CACHE_VERSION', 'RUN_KEYS', 'MIXED_PRECISIONS', 'pick_preset',
@@ -230,6 +230,9 @@ def uses_bf16(mixed_precision: str, device) -> bool:
     "Whether a run with `mixed_precision` trains under bf16 autocast on `device` ('auto': on a CPU with native bf16 only)."
     check_choice("mixed_precision", mixed_precision, MIXED_PRECISIONS)
     if mixed_precision == "auto": return torch.device(device).type == "cpu" and cpu_has_native_bf16()
+    if mixed_precision == "bf16" and (why := missing_bf16(device)):
+        say_once(f"{why}: mixed_precision='bf16' runs in fp32 instead.")
+        return False
     return mixed_precision == "bf16"
 
 # %% ../nbs/00_training.ipynb #e7fea4a5

@@ -1,14 +1,17 @@
 "The fast path (course_lib.fast) on the CPU: the same outputs as the plain path, the same code as on a GPU minus the compiler."
-import json, os, subprocess, sys
+import hashlib, json, os, subprocess, sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
 
+from course_lib.core import settings
 from course_lib.conditioning import generate_from_class, make_class_unet, train_class_conditioned
 from course_lib.data import draw_fashion
-from course_lib.fast import (FastInference, compiled_for_training, detached_from_graph, fast_inference, fast_path_wanted,
-                             to_runner)
+from course_lib.fast import (SAID, FastInference, PlainPathFallback, compiled_for_training, detached_from_graph,
+                             fast_inference, fast_path_wanted, read_gpu_report, to_runner, usable_dtype)
+from course_lib.training import uses_bf16
 from course_lib.models import clip_tokenizer_from_bpe, make_scheduler, tiny_sd_pipeline
 from course_lib.sampling import generate
 
@@ -101,13 +104,92 @@ def test_compiled_for_training_is_made_once():
     assert compiled_for_training(model, "cpu") is compiled_for_training(model, "cpu")
 
 
+def refusing_compile(real_compile):
+    "torch.compile whose backend refuses every graph, as Triton refuses a GPU it cannot build for (the failure forced on a CPU)."
+    def refuse(graph, example_inputs): raise RuntimeError("forced: no Triton for this GPU")
+    return lambda model, mode=None, **options: real_compile(model, backend=refuse, **options)
+
+
+def test_fast_inference_falls_back_to_the_plain_path_said_once(monkeypatch, capsys):
+    monkeypatch.setattr(torch, "compile", refusing_compile(torch.compile))
+    SAID.clear()
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(4, 1, 3, padding=1)).eval()
+    fast, x = FastInference(model, compile=True), torch.randn(2, 1, 8, 8)
+    assert fast.compiled and isinstance(fast.call, PlainPathFallback)
+    with torch.no_grad(): outputs, expected = [fast(x) for _ in range(3)], model(x)
+    for output in outputs: torch.testing.assert_close(output, expected)
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 1 and said[0].startswith("The fast path could not compile the Sequential (BackendCompilerFailed"), said
+    assert said[0].endswith("running the plain path.")
+
+
+def test_a_compiler_that_fails_at_once_leaves_the_plain_model(monkeypatch, capsys):
+    monkeypatch.setattr(torch, "compile", mock.Mock(side_effect=RuntimeError("Dynamo is not supported on this Python")))
+    SAID.clear()
+    model = torch.nn.Linear(2, 2)
+    assert compiled_for_training(model, "cpu") is model
+    assert capsys.readouterr().err == ("The fast path could not compile the Linear for training (RuntimeError: Dynamo is not "
+                                       "supported on this Python); running the plain path.\n")
+
+
+def test_training_with_a_compiler_that_fails_trains_on_the_plain_path(monkeypatch, capsys):
+    monkeypatch.setattr(torch, "compile", refusing_compile(torch.compile))
+    SAID.clear()
+    images, labels = draw_fashion(64 * 3, seed=0)
+    run = lambda fast, preset: train_class_conditioned(make_class_unet("smoke"), images, labels, preset, progress=False,
+                                                       fast=fast, mixed_precision="no")
+    compiled, plain = run(True, settings.preset("smoke") | {"compile": True}), run(False, "smoke")
+    torch.testing.assert_close(torch.tensor(compiled["losses"]), torch.tensor(plain["losses"]), atol=1e-5, rtol=1e-5)
+    said = [l for l in capsys.readouterr().err.splitlines() if "fast path" in l]
+    assert len(said) == 1 and "could not compile the UNet2DModel for training" in said[0], said
+
+
+@pytest.fixture
+def a_t4():
+    "torch's answers about the GPU as a T4 (Colab's free GPU: compute capability 7.5, no bf16) would give them."
+    SAID.clear()
+    with mock.patch.object(torch.cuda, "get_device_capability", return_value=(7, 5)), \
+         mock.patch.object(torch.cuda, "get_device_name", return_value="Tesla T4"):
+        yield
+
+
+def test_bf16_on_a_gpu_without_it_falls_back_said_once(a_t4, capsys):
+    assert [usable_dtype(torch.bfloat16, "cuda:0") for _ in range(2)] == [torch.float16] * 2  # weights: fp16
+    assert [uses_bf16("bf16", "cuda:0") for _ in range(2)] == [False, False]  # autocast in training and sampling: fp32
+    assert capsys.readouterr().err.splitlines() == [
+        "Tesla T4 has no bf16 (compute capability 7.5; bf16 needs 8.0): the fast path uses fp16 weights instead.",
+        "Tesla T4 has no bf16 (compute capability 7.5; bf16 needs 8.0): mixed_precision='bf16' runs in fp32 instead."]
+    assert usable_dtype(torch.float32, "cuda:0") == torch.float32 and uses_bf16("no", "cuda:0") is False
+    with mock.patch.object(torch.cuda, "get_device_capability", return_value=(9, 0)):  # an H200 keeps bf16
+        assert usable_dtype(torch.bfloat16, "cuda:0") == torch.bfloat16 and uses_bf16("bf16", "cuda:0") is True
+
+
+def tree_digest(*folders) -> str:
+    "One hash of every file's path and bytes under `folders`."
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(ROOT)).encode()); digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_the_packaged_gpu_report_is_the_committed_one():
+    "read_gpu_report's default ships inside course_lib (Colab has no bench/); it must be bench/results' JSON, not a stale copy."
+    committed = json.loads((ROOT / "bench" / "results" / "gpu_report.json").read_text())
+    assert read_gpu_report() == committed and "H200" in committed["device"] and not committed["check"]
+
+
 @pytest.mark.slow
-def test_gpu_report_check_runs_every_group(tmp_path):
+def test_gpu_report_check_runs_every_group_and_leaves_the_committed_results_alone(tmp_path):
     "bench/gpu_report.py --check: the GPU report's code on the CPU at toy sizes, so a GPU run does not fail on a typo."
     env = os.environ | {"COURSE_DATA_SOURCE": "offline", "MPLBACKEND": "Agg"}
-    subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_report.py"), "--check", "--out", str(tmp_path)],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
-    report = json.loads((tmp_path / "gpu_report.json").read_text())
+    committed = (ROOT / "bench" / "results", ROOT / "course_lib" / "assets")
+    before = tree_digest(*committed)
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_report.py"), "--check"],  # no --out: the default folder
+                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    assert tree_digest(*committed) == before  # a check never overwrites measured results
+    out = tmp_path / "output" / "gpu_report"
+    report = json.loads((out / "gpu_report.json").read_text())
     assert report["check"] and not report["notes"], report["notes"]  # a failed group leaves a note
     assert [len(g["rows"]) for g in report["groups"]] == [5, 4, 4, 6]  # sd, panel, class sampling, training
-    assert report["tables"] and "| fast path" in (tmp_path / "gpu_report.md").read_text()
+    assert report["tables"] and "| fast path" in (out / "gpu_report.md").read_text()

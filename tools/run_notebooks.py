@@ -1,6 +1,6 @@
 """Execute the course notebooks headless and save what they show.
 
-    python tools/run_notebooks.py [--out output] [--jobs 2] [notebooks ...]
+    python tools/run_notebooks.py [--out output] [--jobs 2] [--alone] [notebooks ...]
 
 Runs every notebook, even after one fails. Writes each executed notebook to <out>/notebooks/ (a failed one with its
 error cell), every figure it draws to <out>/figures/<notebook>-<n>.png, and a summary table (result, seconds,
@@ -9,15 +9,18 @@ notebook failed. Cells flagged `#| slow` or `#| gpu` are skipped, as in `nbdev-t
 to run them. Notebooks run in --jobs processes side by side (default 2, or COURSE_DEMO_JOBS), each with one torch
 thread: on 2 cores that beats one process with two threads, since most of a notebook's time is small tensors, Python
 and PNG decoding. As under nbdev-test (IN_TEST=1), a notebook's own `nbdev_export()` cell does nothing here.
+
+--alone runs each notebook the way a learner on Colab gets it (`make test` does): course_lib is built as a wheel and
+installed into a folder of its own, nothing of the checkout is on `sys.path`, and each notebook is copied alone into an
+empty folder and run there. Whatever it reads must then come from the package: a file of the checkout is not there.
+A failure names the notebook, the cell and the error.
 """
-import argparse, base64, multiprocessing, os, sys, time
+import argparse, base64, multiprocessing, os, shutil, subprocess, sys, tempfile, time
 from functools import partial
 from pathlib import Path
 
 from fastcore.nbio import read_nb, write_nb
 from execnb.shell import CaptureShell
-
-from course_lib.core import SOURCES_USED
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_FLAGS = {"notest", "slow", "gpu"} - set(os.environ.get("COURSE_RUN_FLAGS", "").split())
@@ -37,17 +40,34 @@ def save_figures(nb, stem: str, folder: Path) -> int:
     return len(pngs)
 
 
-def run_notebook(path: Path, out: Path) -> dict:
-    "Execute `path` in its own folder; save it and its figures under `out` whatever happens; return its summary row."
+def failed_cell(nb) -> str:
+    "Which cell of `nb` holds an error output: its number among the code cells and its first line of code."
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    for number, cell in enumerate(code_cells, 1):
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            first = next((l.strip() for l in cell.source.splitlines() if l.strip() and not l.startswith("#|")), "")
+            return f"cell {number} ({first[:60]}{'...' if len(first) > 60 else ''})"
+    return "no cell (the run itself)"
+
+
+def run_notebook(path: Path, out: Path, alone: Path | None = None) -> dict:
+    """Execute `path` in its own folder, or, with `alone` set, copied alone into the empty folder `alone`/<stem>;
+    save it and its figures under `out` whatever happens; return its summary row."""
+    from course_lib.core import SOURCES_USED  # here, not above: an --alone worker must import the installed wheel
     nb = read_nb(path)
     for cell in nb.cells:
         if cell.cell_type == "code" and skipped(cell): cell.source = "# (skipped by tools/run_notebooks.py)\n" + cell.source
+    if alone is not None:  # a fresh runtime's view: the notebook alone, its own empty data and cache folders
+        folder = alone / path.stem
+        shutil.rmtree(folder, ignore_errors=True); folder.mkdir(parents=True)
+        path = Path(shutil.copy(path, folder))
+        os.environ |= {"COURSE_DATA_DIR": str(folder / "data"), "COURSE_CACHE_DIR": str(folder / "data" / "cache")}
     SOURCES_USED.clear()  # each notebook's own sources (course_lib runs in this process)
     main = sys.modules["__main__"]  # IPython's shell makes its namespace __main__; a pool worker needs its own back
     shell, cwd, error, start = CaptureShell(path=path.parent), os.getcwd(), None, time.perf_counter()
     os.chdir(path.parent)
     try: shell.run_all(nb, exc_stop=True, preproc=lambda c: c.cell_type == "code" and "(skipped by" in c.source)
-    except Exception as e: error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    except Exception as e: error = f"{failed_cell(nb)}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     finally: os.chdir(cwd); sys.modules["__main__"] = main
     seconds = time.perf_counter() - start
     write_nb(nb, out / "notebooks" / path.name)
@@ -62,14 +82,40 @@ def one_thread():
     os.environ["IN_TEST"] = "1"
 
 
-def run_all(paths, out: Path, jobs: int):
+def install_wheel(folder: Path) -> Path:
+    "Build course_lib's wheel from this checkout and install it, without its dependencies (they are here), into `folder`/site."
+    def pip(*args):
+        done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, cwd=folder)
+        if done.returncode: sys.exit(f"pip {args[0]} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    leftovers = [p for p in (ROOT / "build", ROOT / "course_lib.egg-info") if not p.exists()]
+    try: pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(folder / "dist"), str(ROOT))
+    finally:
+        for p in leftovers: shutil.rmtree(p, ignore_errors=True)  # setuptools builds in the checkout: leave it as it was
+    pip("install", "--no-deps", "--no-compile", "--target", str(folder / "site"), *map(str, (folder / "dist").glob("course_lib-*.whl")))
+    return folder / "site"
+
+
+def use_only_the_wheel(site: Path):
+    """Put the installed wheel first on `sys.path` and nothing of the checkout on it (spawned workers inherit this path);
+    the editable install's finder comes after `sys.path` on `sys.meta_path`, so the wheel is what `import` finds."""
+    inside_checkout = lambda p: (Path(p or ".").resolve().is_relative_to(ROOT)  # the checkout, tools/ (this script)...
+                                 and not Path(p).resolve().is_relative_to(Path(sys.prefix).resolve()))  # ...but not .venv
+    sys.path[:] = [str(site)] + [p for p in sys.path if not inside_checkout(p)]
+    os.chdir(site.parent)  # and no settings.ini of the checkout's above the working folder (workers start here too)
+    import course_lib
+    if not Path(course_lib.__file__).resolve().is_relative_to(site):
+        sys.exit(f"--alone: course_lib was imported from {course_lib.__file__}, not from the wheel in {site}")
+
+
+def run_all(paths, out: Path, jobs: int, alone: Path | None = None):
     "Yield each notebook's summary row as it finishes, `jobs` notebooks at a time."
+    run = partial(run_notebook, out=out, alone=alone)
     if jobs <= 1:
         os.environ["IN_TEST"] = "1"
-        yield from (run_notebook(path, out) for path in paths)
+        yield from map(run, paths)
         return
     with multiprocessing.get_context("spawn").Pool(jobs, initializer=one_thread) as pool:
-        yield from pool.imap_unordered(partial(run_notebook, out=out), paths)
+        yield from pool.imap_unordered(run, paths)
 
 
 def summary_table(rows) -> str:
@@ -89,15 +135,23 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "output"))
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("COURSE_DEMO_JOBS", 2)),
                         help="notebooks run side by side (default 2, or COURSE_DEMO_JOBS)")
+    parser.add_argument("--alone", action="store_true",
+                        help="as on Colab: the wheel installed apart, each notebook alone in an empty folder")
     parser.add_argument("notebooks", nargs="*")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     for sub in ("notebooks", "figures"): (out / sub).mkdir(parents=True, exist_ok=True)
     paths = [Path(p).resolve() for p in args.notebooks] or sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
+    alone = Path(tempfile.mkdtemp(prefix="course-alone-")) if args.alone else None
+    if alone:
+        start = time.perf_counter()
+        use_only_the_wheel(install_wheel(alone))
+        print(f"--alone: course_lib's wheel installed apart in {time.perf_counter() - start:.0f} s ({alone / 'site'}); "
+              "each notebook runs alone in an empty folder", flush=True)
     print(f"Running {len(paths)} notebooks headless (data source: {os.environ.get('COURSE_DATA_SOURCE') or 'settings.ini'}; "
           f"skipping cells flagged {', '.join(sorted(SKIP_FLAGS))})", flush=True)
     rows, start = [], time.perf_counter()
-    for row in run_all(paths, out, args.jobs):
+    for row in run_all(paths, out, args.jobs, alone):
         rows.append(row)
         print(f"{row['notebook']}.ipynb: {row['result']} in {row['seconds']:.1f} s, {row['figures']} figure{'' if row['figures'] == 1 else 's'}"
               + (f" -- {row['error']}" if row["error"] else ""), flush=True)
@@ -111,6 +165,7 @@ def main():
     (out / "summary.md").write_text(f"# make demo\n\n{table}\n\n{total}\n", encoding="utf-8")
     print(f"\n{table}\n\n{total}\nExecuted notebooks: {out / 'notebooks'}\nFigures: {out / 'figures'}\n"
           f"This table: {out / 'summary.md'}")
+    if alone: shutil.rmtree(alone, ignore_errors=True)
     return 1 if failed else 0
 
 
