@@ -65,10 +65,11 @@ sync-check: $(STAMP)
 		echo "nbs/ and course_lib/ are out of sync or not clean: run nbdev-export and nbdev-clean, then commit."; \
 		exit 1; fi
 
-# The notebooks' test is make demo's run (cells flagged notest/slow/gpu skipped, as nbdev-test does): one execution
-# serves the tests, the figures and the docs site.
+# The notebooks' test is make demo's run (cells flagged notest/slow/gpu skipped, as nbdev-test does) as a learner on
+# Colab gets it (--alone): course_lib built as a wheel and installed apart, each notebook alone in an empty folder.
+# One execution serves the tests, the figures and the docs site.
 nbtest: $(STAMP)
-	COURSE_DATA_SOURCE=$${COURSE_DATA_SOURCE:-offline} $(BIN)/python tools/run_notebooks.py --out $(OUT)
+	COURSE_DATA_SOURCE=$${COURSE_DATA_SOURCE:-offline} $(BIN)/python tools/run_notebooks.py --alone --out $(OUT)
 
 # The docs site from the executed notebooks (make demo's, run first when there are none) -> _docs/html/index.html
 docs: $(STAMP)

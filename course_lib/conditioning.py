@@ -7,29 +7,32 @@ Docs: https://sd-course.github.io/course_lib/conditioning.html.md"""
 
 # %% ../nbs/01_conditioning.ipynb #7f10ca0f
 from __future__ import annotations
-import math
+import json, math
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import PartialState
 from diffusers import UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
+from fastcore.script import call_parse
 from PIL import ImageOps
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .core import check_choice, check_guidance_scale, get_device, seeded, show_images
-from .data import FASHION_CLASSES
+from .data import FASHION_CLASSES, fashion_tensors, load_fashion_mnist
 from .fast import fast_inference, fast_path_wanted
 from .models import make_scheduler, step_kwargs
 from .training import (MIXED_PRECISIONS, cache_path, epoch_batches, prefixed, preset_label, preset_values,
-                                 read_checkpoint, train, uses_bf16)
+                                 read_checkpoint, save_pretrained_atomic, train, uses_bf16)
 
 # %% auto #0
 __all__ = ['N_CLASSES', 'NULL_CLASS', 'original_transform', 'original_loader', 'make_class_unet', 'diffusion_loss',
            'load_class_unet', 'run_settings', 'check_null_label', 'train_class_conditioned', 'checkpoint_path',
            'check_class_model', 'check_class_labels', 'check_guidance_model', 'check_steps', 'check_class_request',
-           'guided_noise', 'generate_from_class', 'guidance_grid']
+           'guided_noise', 'generate_from_class', 'guidance_grid', 'train_class_unet_main']
 
 # %% ../nbs/01_conditioning.ipynb #8decbf51
 def original_transform(image, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -219,3 +222,25 @@ def guidance_grid(model, scheduler, scales=(1, 2, 3, 5, 7.5), classes=range(N_CL
     titles = [f"s={scales[j // n_samples]}" if i < columns and j % n_samples == 0 else "" for i in range(len(images)) for j in [i % columns]]
     return show_images(images, titles=titles, nrows=len(classes), title=title,
                        figsize=(len(scales) * n_samples * 0.55, len(classes) * 0.6 + (0.4 if title else 0)))
+
+# %% ../nbs/01_conditioning.ipynb #c9a7e002
+@call_parse
+def train_class_unet_main(
+    out: str = "class-unet",  # the folder the trained UNet is saved to (save_pretrained), by the main process only
+    preset: str = "smoke",  # a training preset of settings.ini: smoke, cpu or gpu
+    seed: int = 0,  # the run's random seed
+    max_steps: int = None,  # stop after this many steps (default: the preset's whole run)
+    record: str = None,  # a JSON file of what each process did; `{rank}` in the name becomes the process's number
+) -> dict:
+    "Chapter 1's training as a command: `python -m course_lib.conditioning`, or several processes with `accelerate launch`."
+    state = PartialState(cpu=get_device().type == "cpu")  # first: each process takes its device and joins the others
+    images, labels = fashion_tensors(load_fashion_mnist("train", verbose=state.is_main_process), state.device)
+    model = make_class_unet(preset, seed=seed)
+    run = train_class_conditioned(model, images, labels, preset, seed=seed, max_steps=max_steps, device=state.device,
+                                  progress=state.is_main_process)
+    state.wait_for_everyone()
+    if state.is_main_process: save_pretrained_atomic(model, out)
+    done = {"rank": state.process_index, "processes": state.num_processes, "steps": run["step"], "losses": run["losses"],
+            "seconds": run["seconds"], "saved": state.is_main_process}
+    if record: Path(record.format(rank=state.process_index)).write_text(json.dumps(done))
+    return done

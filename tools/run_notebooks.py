@@ -45,7 +45,7 @@ def failed_cell(nb) -> str:
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     for number, cell in enumerate(code_cells, 1):
         if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
-            first = next((l.strip() for l in cell.source.splitlines() if l.strip() and not l.startswith("#|")), "")
+            first = next((l.strip() for l in cell.source.splitlines() if l.strip() and not l.lstrip().startswith("#")), "")
             return f"cell {number} ({first[:60]}{'...' if len(first) > 60 else ''})"
     return "no cell (the run itself)"
 
