@@ -43,3 +43,11 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="slow: run with `pytest --run-slow` (or COURSE_RUN_SLOW_TESTS=1)")
     for item in items:
         if "slow" in item.keywords: item.add_marker(skip)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    "Keep each phase's report on the test (`item.report_call`), so a fixture's teardown knows whether the test failed."
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

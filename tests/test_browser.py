@@ -1,9 +1,12 @@
 """The live panel of 04b in a real browser, and the docs site's figures: headless Chromium driven by Playwright.
 
 Run alone with `pytest -m browser`. Needs Chromium (`apt-get install chromium`; `.ci/run` installs it) and, for the
-docs test, the site (`make docs`). Screenshots go to output/browser/.
+docs test, the site (`make docs`). Screenshots go to output/browser/, with `steps-<test>.json`: each step, the seconds it
+took and the seconds it was allowed. A failure names its step and how long it waited, and leaves its evidence there:
+`failed-<test>.png` (the page), `failed-<test>.html` (its DOM), `failed-<test>-console.txt` (the browser's console) and
+`failed-<test>-jupyterlab.log` (the JupyterLab server's log, with the kernel's own output).
 """
-import json, os, secrets, shutil, socket, subprocess, sys, time, urllib.request
+import contextlib, json, os, secrets, shutil, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,28 @@ ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "output" / "browser"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SITE = ROOT / "_docs" / "html"
+SERVER_LOGS = []  # the JupyterLab logs of this run, copied next to a failure's screenshot
+
+
+class Steps:
+    "The steps of a browser test, timed; a step that fails says which it was, how long it waited and how long it could."
+    def __init__(self, test: str): self.test, self.done = test, []
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, allowed_s: float):
+        start = time.time()
+        try: yield
+        except Exception as error:
+            self.record(name, start, allowed_s, failed=True)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise AssertionError(f"step {name!r} failed after {time.time() - start:.1f} s (allowed {allowed_s} s): "
+                                 f"{type(error).__name__}: {first}") from error
+        self.record(name, start, allowed_s)
+
+    def record(self, name: str, start: float, allowed_s: float, **more):
+        self.done.append({"step": name, "seconds": round(time.time() - start, 2), "allowed": allowed_s, **more})
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        (SHOTS / f"steps-{self.test}.json").write_text(json.dumps(self.done, indent=1))
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +74,7 @@ def lab(tmp_path_factory):
                f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"] + (["--allow-root"] if os.geteuid() == 0 else [])
     log = open(state / "jupyterlab.log", "w")
+    SERVER_LOGS.append(state / "jupyterlab.log")
     server = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -63,15 +89,12 @@ def lab(tmp_path_factory):
 
 
 def run_all(page):
-    "Run > Run All Cells, from JupyterLab's menu bar; once more if the kernel has not started on the first cell."
-    for attempt in range(3):
-        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-        page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
-        try:
-            page.wait_for_function("() => [...document.querySelectorAll('.jp-InputArea-prompt')].some(e => /\\[(\\d+|\\*)\\]/.test(e.textContent))", timeout=15_000)
-            return
-        except Exception: page.keyboard.press("Escape")
-    raise AssertionError("Run All Cells did not start the notebook")
+    """Run > Run All Cells from JupyterLab's menu bar, once. (Clicking it again when the first click seemed slow to start
+    the kernel queued every cell twice: a second panel replaced the first under the test's hands.)"""
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    item = page.locator(".lm-Menu-item[data-command='runmenu:run-all']")
+    item.wait_for(state="visible", timeout=10_000)
+    item.click()
 
 
 def image_bytes(panel) -> bytes:
@@ -96,66 +119,82 @@ def wait_for_redraw(page, panel, before: bytes, history: int):
 
 
 @pytest.fixture
-def page(browser):
-    "A new page; its last state is saved as output/browser/last_page.png (what a failure looked like)."
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+def page(browser, request):
+    "A new page; if the test fails, what it showed, its DOM, the console and the server's log are saved to output/browser/."
+    page, console = browser.new_page(viewport={"width": 1400, "height": 1000}), []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
     yield page
-    page.screenshot(path=SHOTS / "last_page.png", full_page=True)
-    print([t[-1500:] for t in page.locator(".jp-OutputArea-output").all_inner_texts() if "Error" in t])
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        name = request.node.name.replace("/", "_")
+        with contextlib.suppress(Exception): page.screenshot(path=SHOTS / f"failed-{name}.png", full_page=True)
+        with contextlib.suppress(Exception): (SHOTS / f"failed-{name}.html").write_text(page.content())
+        (SHOTS / f"failed-{name}-console.txt").write_text("\n".join(console))
+        for log in SERVER_LOGS: shutil.copy(log, SHOTS / f"failed-{name}-{log.name}")
+        print(f"evidence of the failure: {SHOTS}/failed-{name}*")
     page.close()
 
 
 def test_live_panel_redraws_for_slider_seed_and_new_seed(page, lab):
     url, token = lab
-    page.goto(f"{url}/lab/tree/04b_widgets.ipynb?token={token}")
-    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=90_000)
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=90_000)  # the kernel is up
-    run_all(page)
+    step = Steps("live_panel")
+    with step("open the notebook", 90):
+        page.goto(f"{url}/lab/tree/04b_widgets.ipynb?token={token}", timeout=90_000)
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=90_000)
+    with step("the kernel is idle", 120):  # a cold machine starts its first kernel slowly
+        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
+    with step("Run All Cells", 10): run_all(page)
+    with step("the first cell runs", 60):
+        page.wait_for_function("() => [...document.querySelectorAll('.jp-InputArea-prompt')].some(e => /\\[(\\d+|\\*)\\]/.test(e.textContent))",
+                               timeout=60_000)
     panel = page.locator(".course-explorer-panel")
-    panel.locator("img").first.wait_for(timeout=120_000)  # a loaded machine takes a while
-    page.wait_for_function("() => { const p = [...document.querySelectorAll('.jp-InputArea-prompt')].map(e => e.textContent);"
-                           " return p.some(t => /\\[\\d+\\]/.test(t)) && !p.some(t => t.includes('*')); }", timeout=150_000)
-    stderr = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
-    assert not [e for e in stderr if "Traceback" in e or "Error" in e or "torchvision" in e], stderr
-    panel.scroll_into_view_if_needed()
-    assert panel.count() == 1  # only the learner's panel is displayed; the tests' own is not
-    assert status(panel).startswith("guidance 7.5 · seed 42 · 20 steps"), status(panel)  # as the notebook made it
-    assert history_size(panel) == 0
-    panel.screenshot(path=SHOTS / "panel_before.png")
+    with step("the panel shows its first image", 180):  # a cold machine imports torch and diffusers first
+        panel.locator("img").first.wait_for(timeout=180_000)
+    with step("every cell has run", 180):
+        page.wait_for_function("() => { const p = [...document.querySelectorAll('.jp-InputArea-prompt')].map(e => e.textContent);"
+                               " return p.some(t => /\\[\\d+\\]/.test(t)) && !p.some(t => t.includes('*')); }", timeout=180_000)
+    with step("no error in any output, one panel as the notebook made it", 5):
+        stderr = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+        assert not [e for e in stderr if "Traceback" in e or "Error" in e or "torchvision" in e], stderr
+        panel.scroll_into_view_if_needed()
+        assert panel.count() == 1  # only the learner's panel is displayed; the tests' own is not
+        assert status(panel).startswith("guidance 7.5 · seed 42 · 20 steps"), status(panel)
+        assert history_size(panel) == 0
+        panel.screenshot(path=SHOTS / "panel_before.png")
 
-    # clicking the guidance handle without moving it: no redraw
-    handle = panel.locator(".widget-hslider", has_text="guidance").locator(".noUi-handle")
-    box = handle.bounding_box()
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.wait_for_timeout(1500)
-    assert history_size(panel) == 0 and status(panel).startswith("guidance 7.5 ·")
+    with step("clicking the guidance handle without moving it draws nothing", 10):
+        handle = panel.locator(".widget-hslider", has_text="guidance").locator(".noUi-handle")
+        box = handle.bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_timeout(1500)
+        assert history_size(panel) == 0 and status(panel).startswith("guidance 7.5 ·"), status(panel)
 
-    # dragging it one unit to the right: guidance 8.5 (the slider runs 0-15 in steps of 0.5)
-    before = image_bytes(panel)
-    track = panel.locator(".widget-hslider", has_text="guidance").locator(".noUi-base").bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] / 2 + track["width"] / 15, box["y"] + box["height"] / 2, steps=5)
-    page.mouse.up()
-    seconds = {"slider": wait_for_redraw(page, panel, before, 0)}
-    assert status(panel).startswith("guidance 8.5 · seed 42 · 20 steps"), status(panel)
-    panel.screenshot(path=SHOTS / "panel_after_slider.png")
+    with step("dragging the guidance slider one unit redraws at 8.5", 60):  # the slider runs 0-15 in steps of 0.5
+        before = image_bytes(panel)
+        track = panel.locator(".widget-hslider", has_text="guidance").locator(".noUi-base").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2 + track["width"] / 15, box["y"] + box["height"] / 2, steps=5)
+        page.mouse.up()
+        seconds = {"slider": wait_for_redraw(page, panel, before, 0)}
+        assert status(panel).startswith("guidance 8.5 · seed 42 · 20 steps"), status(panel)
+        panel.screenshot(path=SHOTS / "panel_after_slider.png")
 
-    # typing a seed and pressing Enter
-    before = image_bytes(panel)
-    seed_box = panel.locator(".widget-text", has_text="seed").locator("input")
-    seed_box.fill("123")
-    seed_box.press("Enter")
-    seconds["seed"] = wait_for_redraw(page, panel, before, 1)
-    assert status(panel).startswith("guidance 8.5 · seed 123 · 20 steps"), status(panel)
-    panel.screenshot(path=SHOTS / "panel_after_seed.png")
+    with step("typing seed 123 and Enter redraws", 60):
+        before = image_bytes(panel)
+        seed_box = panel.locator(".widget-text", has_text="seed").locator("input")
+        seed_box.fill("123")
+        seed_box.press("Enter")
+        seconds["seed"] = wait_for_redraw(page, panel, before, 1)
+        assert status(panel).startswith("guidance 8.5 · seed 123 · 20 steps"), status(panel)
+        panel.screenshot(path=SHOTS / "panel_after_seed.png")
 
-    # the "new seed" button
-    before = image_bytes(panel)
-    panel.locator("button", has_text="new seed").click()
-    seconds["new seed"] = wait_for_redraw(page, panel, before, 2)
-    assert status(panel).startswith("guidance 8.5 · seed ") and "seed 123 ·" not in status(panel), status(panel)
-    panel.screenshot(path=SHOTS / "panel_after_new_seed.png")
+    with step("the new seed button redraws with another seed", 60):
+        before = image_bytes(panel)
+        panel.locator("button", has_text="new seed").click()
+        seconds["new seed"] = wait_for_redraw(page, panel, before, 2)
+        assert status(panel).startswith("guidance 8.5 · seed ") and "seed 123 ·" not in status(panel), status(panel)
+        panel.screenshot(path=SHOTS / "panel_after_new_seed.png")
     page.screenshot(path=SHOTS / "jupyterlab.png")
     (SHOTS / "redraw_seconds.json").write_text(json.dumps(seconds))  # from the action to the new image on screen
 
@@ -164,11 +203,14 @@ def test_live_panel_redraws_for_slider_seed_and_new_seed(page, lab):
 def test_docs_pages_load_with_their_figures(page, page_name, least):
     if not (SITE / "index.html").exists():
         pytest.skip("the docs site is not built: run `make docs` (make test builds it before pytest)")
-    page.goto((SITE / f"{page_name}.html").as_uri())
-    page.wait_for_load_state("load")
-    figures = page.eval_on_selector_all("article img", "imgs => imgs.filter(i => !i.src.includes('colab-badge'))"
-                                        ".map(i => [i.getAttribute('src'), i.complete && i.naturalWidth])")
-    assert len(figures) >= least, figures
-    assert [src for src, width in figures if not width] == []  # every figure loaded
-    assert page.title() and "Stable Diffusion" in page.title()
+    step = Steps(f"docs_{page_name}")
+    with step("open the page", 30):
+        page.goto((SITE / f"{page_name}.html").as_uri(), timeout=30_000)
+        page.wait_for_load_state("load", timeout=30_000)
+    with step("every figure loaded, the title is the course's", 5):
+        figures = page.eval_on_selector_all("article img", "imgs => imgs.filter(i => !i.src.includes('colab-badge'))"
+                                            ".map(i => [i.getAttribute('src'), i.complete && i.naturalWidth])")
+        assert len(figures) >= least, figures
+        assert [src for src, width in figures if not width] == []  # every figure loaded
+        assert page.title() and "Stable Diffusion" in page.title()
     page.screenshot(path=SHOTS / f"docs_{page_name}.png")
