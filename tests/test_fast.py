@@ -10,7 +10,8 @@ from course_lib.core import settings
 from course_lib.conditioning import generate_from_class, make_class_unet, train_class_conditioned
 from course_lib.data import draw_fashion
 from course_lib.fast import (SAID, FastInference, PlainPathFallback, compiled_for_training, detached_from_graph,
-                             fast_inference, fast_path_wanted, read_gpu_report, to_runner, usable_dtype)
+                             compiled_or_plain, fast_inference, fast_path_wanted, read_gpu_report, to_runner,
+                             usable_dtype)
 from course_lib.training import uses_bf16
 from course_lib.models import clip_tokenizer_from_bpe, make_scheduler, tiny_sd_pipeline
 from course_lib.sampling import generate
@@ -121,6 +122,18 @@ def test_fast_inference_falls_back_to_the_plain_path_said_once(monkeypatch, caps
     said = capsys.readouterr().err.splitlines()
     assert len(said) == 1 and said[0].startswith("The fast path could not compile the Sequential (BackendCompilerFailed"), said
     assert said[0].endswith("running the plain path.")
+
+
+def test_the_models_own_error_is_raised_as_it_is(capsys):
+    "A failure the plain model shares (a wrong input shape) is the model's: raised as it is, no word about the compiler."
+    def refuse(graph, example_inputs): raise RuntimeError("forced: no Triton for this GPU")
+    SAID.clear()
+    net = torch.nn.Linear(4, 2)
+    runner = compiled_or_plain(net, "the net", backend=refuse)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"): runner(torch.randn(3, 5))
+    assert runner.failure is None and "could not compile" not in capsys.readouterr().err
+    with torch.no_grad(): torch.testing.assert_close(runner(torch.ones(3, 4)), net(torch.ones(3, 4)))  # then the compiler fails
+    assert runner.failure.startswith("BackendCompilerFailed") and "could not compile the net" in capsys.readouterr().err
 
 
 def test_a_compiler_that_fails_at_once_leaves_the_plain_model(monkeypatch, capsys):

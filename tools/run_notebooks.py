@@ -15,7 +15,7 @@ installed into a folder of its own, nothing of the checkout is on `sys.path`, an
 empty folder and run there. Whatever it reads must then come from the package: a file of the checkout is not there.
 A failure names the notebook, the cell and the error.
 """
-import argparse, base64, multiprocessing, os, shutil, subprocess, sys, tempfile, time
+import argparse, atexit, base64, multiprocessing, os, shutil, subprocess, sys, tempfile, time
 from functools import partial
 from pathlib import Path
 
@@ -53,15 +53,15 @@ def failed_cell(nb) -> str:
 def run_notebook(path: Path, out: Path, alone: Path | None = None) -> dict:
     """Execute `path` in its own folder, or, with `alone` set, copied alone into the empty folder `alone`/<stem>;
     save it and its figures under `out` whatever happens; return its summary row."""
-    from course_lib.core import SOURCES_USED  # here, not above: an --alone worker must import the installed wheel
     nb = read_nb(path)
     for cell in nb.cells:
         if cell.cell_type == "code" and skipped(cell): cell.source = "# (skipped by tools/run_notebooks.py)\n" + cell.source
-    if alone is not None:  # a fresh runtime's view: the notebook alone, its own empty data and cache folders
+    if alone is not None:  # a fresh runtime's view: the notebook alone in an empty folder, course_lib not yet imported
         folder = alone / path.stem
         shutil.rmtree(folder, ignore_errors=True); folder.mkdir(parents=True)
         path = Path(shutil.copy(path, folder))
-        os.environ |= {"COURSE_DATA_DIR": str(folder / "data"), "COURSE_CACHE_DIR": str(folder / "data" / "cache")}
+        os.chdir(folder)  # before course_lib's import: its settings take this folder as their root (data/, the cache)
+    from course_lib.core import SOURCES_USED  # here, not above: an --alone worker imports the installed wheel, and here
     SOURCES_USED.clear()  # each notebook's own sources (course_lib runs in this process)
     main = sys.modules["__main__"]  # IPython's shell makes its namespace __main__; a pool worker needs its own back
     shell, cwd, error, start = CaptureShell(path=path.parent), os.getcwd(), None, time.perf_counter()
@@ -108,13 +108,14 @@ def use_only_the_wheel(site: Path):
 
 
 def run_all(paths, out: Path, jobs: int, alone: Path | None = None):
-    "Yield each notebook's summary row as it finishes, `jobs` notebooks at a time."
+    "Yield each notebook's summary row as it finishes, `jobs` notebooks at a time (--alone: each in a process of its own)."
     run = partial(run_notebook, out=out, alone=alone)
-    if jobs <= 1:
+    if jobs <= 1 and alone is None:
         os.environ["IN_TEST"] = "1"
         yield from map(run, paths)
         return
-    with multiprocessing.get_context("spawn").Pool(jobs, initializer=one_thread) as pool:
+    with multiprocessing.get_context("spawn").Pool(max(jobs, 1), initializer=one_thread,
+                                                   maxtasksperchild=1 if alone else None) as pool:
         yield from pool.imap_unordered(run, paths)
 
 
@@ -144,6 +145,7 @@ def main():
     paths = [Path(p).resolve() for p in args.notebooks] or sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
     alone = Path(tempfile.mkdtemp(prefix="course-alone-")) if args.alone else None
     if alone:
+        atexit.register(shutil.rmtree, alone, True)  # the wheel and the notebooks' folders go, however the run ends
         start = time.perf_counter()
         use_only_the_wheel(install_wheel(alone))
         print(f"--alone: course_lib's wheel installed apart in {time.perf_counter() - start:.0f} s ({alone / 'site'}); "
@@ -165,7 +167,6 @@ def main():
     (out / "summary.md").write_text(f"# make demo\n\n{table}\n\n{total}\n", encoding="utf-8")
     print(f"\n{table}\n\n{total}\nExecuted notebooks: {out / 'notebooks'}\nFigures: {out / 'figures'}\n"
           f"This table: {out / 'summary.md'}")
-    if alone: shutil.rmtree(alone, ignore_errors=True)
     return 1 if failed else 0
 
 
