@@ -133,7 +133,7 @@ def history_size(panel) -> int: return panel.locator(".course-explorer-history i
 def wait_for_redraw(page, panel, before: bytes, history: int):
     "Wait until the image differs from `before` and the history row holds one more image; the seconds it took."
     start = time.time()
-    while time.time() < start + 60:
+    while time.time() < start + 120:
         if history_size(panel) == history + 1 and "s per image" in status(panel) and image_bytes(panel) != before:
             return round(time.time() - start, 2)
         page.wait_for_timeout(100)
@@ -170,11 +170,13 @@ def test_live_panel_redraws_for_slider_seed_and_new_seed(page, lab):
         page.wait_for_function("() => [...document.querySelectorAll('.jp-InputArea-prompt')].some(e => /\\[(\\d+|\\*)\\]/.test(e.textContent))",
                                timeout=60_000)
     panel = page.locator(".course-explorer-panel")
-    with step("the panel shows its first image", 180):  # a cold machine imports torch and diffusers first
-        panel.locator("img").first.wait_for(timeout=180_000)
-    with step("every cell has run", 180):
+    # The limits below are for a loaded machine, not a speed test: alone these steps take 10-25 s and 6-7 s; with a whole
+    # `nbdev-test` running beside it on 2 cores, "every cell has run" once took more than 180 s (the tests' own renders).
+    with step("the panel shows its first image", 600):  # a cold machine imports torch and diffusers first
+        panel.locator("img").first.wait_for(timeout=600_000)
+    with step("every cell has run", 600):
         page.wait_for_function("() => { const p = [...document.querySelectorAll('.jp-InputArea-prompt')].map(e => e.textContent);"
-                               " return p.some(t => /\\[\\d+\\]/.test(t)) && !p.some(t => t.includes('*')); }", timeout=180_000)
+                               " return p.some(t => /\\[\\d+\\]/.test(t)) && !p.some(t => t.includes('*')); }", timeout=600_000)
     with step("no error in any output, one panel as the notebook made it", 5):
         stderr = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
         assert not [e for e in stderr if "Traceback" in e or "Error" in e or "torchvision" in e], stderr
@@ -191,7 +193,7 @@ def test_live_panel_redraws_for_slider_seed_and_new_seed(page, lab):
         page.wait_for_timeout(1500)
         assert history_size(panel) == 0 and status(panel).startswith("guidance 7.5 ·"), status(panel)
 
-    with step("dragging the guidance slider one unit redraws at 8.5", 60):  # the slider runs 0-15 in steps of 0.5
+    with step("dragging the guidance slider one unit redraws at 8.5", 120):  # the slider runs 0-15 in steps of 0.5
         before = image_bytes(panel)
         track = panel.locator(".widget-hslider", has_text="guidance").locator(".noUi-base").bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
@@ -202,7 +204,7 @@ def test_live_panel_redraws_for_slider_seed_and_new_seed(page, lab):
         assert status(panel).startswith("guidance 8.5 · seed 42 · 20 steps"), status(panel)
         panel.screenshot(path=SHOTS / "panel_after_slider.png")
 
-    with step("typing seed 123 and Enter redraws", 60):
+    with step("typing seed 123 and Enter redraws", 120):
         before = image_bytes(panel)
         seed_box = panel.locator(".widget-text", has_text="seed").locator("input")
         seed_box.fill("123")
@@ -211,7 +213,7 @@ def test_live_panel_redraws_for_slider_seed_and_new_seed(page, lab):
         assert status(panel).startswith("guidance 8.5 · seed 123 · 20 steps"), status(panel)
         panel.screenshot(path=SHOTS / "panel_after_seed.png")
 
-    with step("the new seed button redraws with another seed", 60):
+    with step("the new seed button redraws with another seed", 120):
         before = image_bytes(panel)
         panel.locator("button", has_text="new seed").click()
         seconds["new seed"] = wait_for_redraw(page, panel, before, 2)
