@@ -3,6 +3,7 @@
 #   make test   set up .venv if needed, check notebooks/library sync, run the notebooks (as make demo), build the docs, run pytest
 #   make docs   the docs site from make demo's executed notebooks -> _docs/html/index.html
 #   make demo TRAIN=1   the same, with the train-it-yourself cells run too (they train the cpu presets: about an hour)
+#   make test-lowest  the library's tests (pytest) with every dependency at the lowest version pyproject.toml declares
 #   make models  retrain every model course_lib ships, from scratch, into course_lib/pretrained/ (about an hour on 2 cores)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -22,7 +23,8 @@ INSTALL_HASH := $(shell { cat pyproject.toml requirements/constraints.txt; echo 
 NB_STAMP := $(VENV)/.installed-notebooks-$(INSTALL_HASH)
 STAMP := $(VENV)/.installed-dev-$(INSTALL_HASH)
 
-.PHONY: install demo test sync-check nbtest docs pytest browser-test bench models lock clean readme colab venv-install
+.PHONY: install demo test sync-check nbtest docs pytest browser-test bench models lock clean readme colab venv-install \
+	test-lowest lock-lowest
 
 $(NB_STAMP):
 	@test -f $(STAMP) || $(MAKE) --no-print-directory EXTRAS=notebooks venv-install
@@ -95,6 +97,43 @@ bench: $(NB_STAMP)
 	$(BIN)/python bench/attention_cost.py
 	$(BIN)/python bench/latent_diffusion.py
 	$(BIN)/python bench/sampling_loop.py
+
+# The lowest versions course_lib declares (requirements/lowest.txt), in a venv of their own: the library's tests, not the
+# notebooks. torch stays at the lock's version (older CPU builds are a separate download).
+LOWEST_VENV ?= .venv-lowest
+LOWEST_HASH := $(shell { cat pyproject.toml requirements/lowest.txt; echo "$(TORCH) $(TORCH_PIP_ARGS)"; } | \
+	$(PYTHON) -c "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])")
+LOWEST_STAMP := $(LOWEST_VENV)/.installed-$(LOWEST_HASH)
+
+$(LOWEST_STAMP):
+	@echo "Installing the lowest declared versions (requirements/lowest.txt) into $(LOWEST_VENV) (log: $(LOWEST_VENV)/install.log)"
+	@rm -rf $(LOWEST_VENV) && $(PYTHON) -m venv $(LOWEST_VENV)
+	@{ $(LOWEST_VENV)/bin/python -m pip install --upgrade pip && \
+	   $(LOWEST_VENV)/bin/python -m pip install $(TORCH_PIP_ARGS) "$(TORCH)" && \
+	   $(LOWEST_VENV)/bin/python -c "import torch; print(f'torch=={torch.__version__}')" > $(LOWEST_VENV)/torch.txt && \
+	   $(LOWEST_VENV)/bin/python -m pip install -c requirements/lowest.txt -c $(LOWEST_VENV)/torch.txt -e ".[test]"; } \
+	  > $(LOWEST_VENV)/install.log 2>&1 || \
+	  { tail -n 25 $(LOWEST_VENV)/install.log; echo "Installing failed: the whole log is $(LOWEST_VENV)/install.log"; exit 1; }
+	@touch $@
+
+test-lowest: $(LOWEST_STAMP)
+	$(LOWEST_VENV)/bin/python -m pip list --format=freeze | grep -i -E "^($$($(PYTHON) tools/lowest.py | cut -d= -f1 | paste -sd'|'))=" | paste -sd' '
+	$(LOWEST_VENV)/bin/python -m pytest -m "not browser" -p no:cacheprovider
+
+# Re-pin requirements/lowest.txt after changing a lower bound in pyproject.toml (then run `make test-lowest`): every
+# declared bound pinned exactly (tools/lowest.py), what they need at its newest, frozen from a venv of their own.
+lock-lowest:
+	rm -rf $(LOWEST_VENV)-lock && $(PYTHON) -m venv $(LOWEST_VENV)-lock
+	$(LOWEST_VENV)-lock/bin/python -m pip install -q --upgrade pip
+	$(LOWEST_VENV)-lock/bin/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(PYTHON) tools/lowest.py > $(LOWEST_VENV)-lock/floors.txt  # and the torch just installed, which pip must not swap
+	$(LOWEST_VENV)-lock/bin/python -c "import torch; print(f'torch=={torch.__version__}')" >> $(LOWEST_VENV)-lock/floors.txt
+	$(LOWEST_VENV)-lock/bin/python -m pip install -q -c $(LOWEST_VENV)-lock/floors.txt -e ".[test]"
+	{ echo "# The lowest versions course_lib declares (make test-lowest): every >= bound of pyproject.toml's dependencies and"; \
+	  echo "# its test extra pinned exactly, the rest at its newest on the day it was made. Regenerate with make lock-lowest."; \
+	  echo "$(TORCH)"; $(LOWEST_VENV)-lock/bin/python -m pip freeze --all --exclude-editable | \
+	  grep -v -i -e "^torch==" -e "^course.lib" -e "^pip=="; } > requirements/lowest.txt
+	rm -rf $(LOWEST_VENV)-lock
 
 # Re-pin the lock file after changing pyproject's dependencies (then run `make test`).
 lock: $(STAMP)

@@ -18,8 +18,9 @@ from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMul
                        StableDiffusionPipeline, UNet2DConditionModel)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .core import (HubUnavailableError, check_choice, get_device, hub_error, hub_reachable, load_pretrained, note_source, seeded,
-                             settings)
+from .core import (HubUnavailableError, check_choice, get_device, hub_error, hub_reachable, load_pretrained,
+                             note_source, seeded, settings)
+from .versions import dtype_argument
 
 # %% auto #0
 __all__ = ['CLIP_MAX_LENGTH', 'CLIP_MERGES', 'PACKAGED_CLIP_BPE', 'CLIP_VOCAB_SIZE', 'TINY_UNET', 'TINY_VAE', 'TINY_TEXT_ENCODER',
@@ -178,7 +179,7 @@ def load_part(cls, setting: str, model_id=None, *, component: str | None = None,
     options, where = kwargs | ({"subfolder": subfolder} if subfolder else {}), model_id + (f"/{subfolder}" if subfolder else "")
     load = lambda **dtype_arg: load_pretrained(cls, model_id, alternative=alternative, what=what, **dtype_arg, **options)
     if issubclass(cls, transformers.PreTrainedModel): part, where = complete_transformers_model(load, dtype, where)
-    else: part = load(torch_dtype=dtype)
+    else: part = load(**dtype_argument(cls, dtype))
     if verbose: print(f"{what or cls.__name__} from {where}")
     part = part.to(get_device(device))
     return part.eval() if isinstance(part, torch.nn.Module) else part
@@ -239,7 +240,7 @@ def course_model_facts(name: str, hub_id=None) -> dict:
 def load_course_model(name: str, cls, device=None, hub_id=None, **kwargs):
     "Course model `name` loaded as `cls` (`cls.from_pretrained(folder, **kwargs)`) in float32 on `device`; its source noted."
     folder, facts = course_model_folder(name, hub_id), course_model_facts(name, hub_id)
-    model = cls.from_pretrained(folder, dtype=torch.float32, **kwargs).to(get_device(device))  # shipped in fp16
+    model = cls.from_pretrained(folder, **dtype_argument(cls, torch.float32), **kwargs).to(get_device(device))  # shipped in fp16
     note_source(COURSE_MODELS[name], f"shipped with course_lib ({facts['preset']} preset, {facts['steps']:,} steps, "
                                      f"trained by `make models` on {facts['device']})")
     return model.eval() if isinstance(model, torch.nn.Module) else model

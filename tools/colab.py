@@ -32,7 +32,8 @@ def badge_source(url: str, notebook: str) -> str:
 
 def install_source(url: str) -> str:
     "The install cell: a no-op outside Colab."
-    return ("# On Colab only: install course_lib (Colab's own torch is kept). Anywhere else this cell does nothing.\n"
+    return ("# On Colab only: install course_lib. pip keeps Colab's own libraries (its CUDA torch too) where they fit\n"
+            "# course_lib's ranges and upgrades the rest; `import course_lib` names any still out of range. Elsewhere: nothing.\n"
             "import sys\n"
             "if \"google.colab\" in sys.modules:\n"
             f"    %pip install -q \"course_lib[notebooks] @ git+{url}\"")
@@ -42,7 +43,13 @@ def colab_paragraph(url: str) -> str:
     "README's Colab paragraph (in nbs/index.ipynb)."
     return ("**Colab**: every notebook opens in Colab from the \"Open in Colab\" badge under its title; its first code cell\n"
             f"installs the course there (`%pip install -q \"course_lib[notebooks] @ git+{url}\"`) and does nothing\n"
-            "anywhere else. Colab's own CUDA torch is kept: the package asks for `torch>=2.4` and never for torchvision. ")
+            "anywhere else. Colab's own CUDA torch is kept: the package asks for `torch>=2.4` and never for torchvision.\n"
+            "**Which versions a Colab runtime gets**: its own wherever they fit the ranges in `pyproject.toml`, the newest\n"
+            "in range where they do not (pip upgrades them). Each range is tested at both ends: `make test` at the lock\n"
+            "(`requirements/constraints.txt`), `make test-lowest` at every lower bound (`requirements/lowest.txt`; the\n"
+            "comment beside each bound says what broke below it). `import course_lib` checks what is installed and\n"
+            "names each library outside its range in one warning line, or one that pip upgraded after the kernel had\n"
+            "imported it (then restart the session); `course_lib.versions.version_table()` lists them all. ")
 
 
 def cell(kind: str, cell_id: str, source: str) -> dict:
