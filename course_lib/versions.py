@@ -56,7 +56,8 @@ def loaded_version(name: str) -> str | None:
 
 def stale_problem(name: str, loaded: str | None, installed: str | None) -> str | None:
     "The sentence for `name` loaded at one version while another is installed (pip ran in a live kernel); else None."
-    try: same = loaded is None or installed is None or Version(loaded) == Version(installed)
+    # public: PyPI's CUDA torch says 2.11.0+cu130 in __version__ and 2.11.0 in its metadata, one and the same build
+    try: same = loaded is None or installed is None or Version(loaded).public == Version(installed).public
     except InvalidVersion: return None  # a module whose __version__ is not a version says nothing here
     if same: return None
     return (f"{name} {loaded} is loaded but {installed} is installed (pip ran after it was imported): restart the "

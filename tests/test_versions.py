@@ -53,6 +53,12 @@ def test_a_library_upgraded_after_its_import_is_named_as_stale(monkeypatch):
                         "the kernel (Colab: Runtime > Restart session) and run the notebook again."]
 
 
+def test_a_local_build_tag_is_not_a_stale_module():
+    "PyPI's CUDA torch: `torch.__version__` 2.11.0+cu130, metadata 2.11.0 (seen on the GPU machine); the same build."
+    assert versions.stale_problem("torch", "2.11.0+cu130", "2.11.0") is None
+    assert versions.stale_problem("torch", "2.10.0+cu130", "2.11.0").startswith("torch 2.10.0+cu130 is loaded but 2.11.0")
+
+
 def fake_distribution(folder: Path, name: str, version: str):
     "A dist-info folder that `importlib.metadata` finds before the real one when `folder` comes first on sys.path."
     info = folder / f"{name}-{version}.dist-info"
