@@ -25,7 +25,8 @@ def test_runner_goes_on_after_a_failure_and_reports_each_notebook(tmp_path, jobs
              "from course_lib.core import note_source\nnote_source('example model', 'random weights')",
              "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(); ax.plot([0, 1]); plt.close(fig); fig",
              "#| slow\nraise RuntimeError('slow cells are skipped')")
-    notebook(nbs / "c_plain.ipynb", "x = 1")  # three notebooks for two workers: one of them runs two in turn
+    notebook(nbs / "c_plain.ipynb",  # three notebooks for two workers: one of them runs two in turn
+             "from tqdm.auto import tqdm\nimport sys\nfor i in tqdm(range(3), desc='counting'): print('warned', file=sys.stderr)")
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "run_notebooks.py"), "--out", str(out), "--jobs", jobs,
                            str(nbs / "a_fails.ipynb"), str(nbs / "b_draws.ipynb"), str(nbs / "c_plain.ipynb")],
                           capture_output=True, text=True, timeout=300, env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"})
@@ -38,6 +39,9 @@ def test_runner_goes_on_after_a_failure_and_reports_each_notebook(tmp_path, jobs
     assert failed[0]["outputs"][0]["text"] == ["before\n"]
     assert failed[1]["outputs"][0]["output_type"] == "error" and failed[2]["outputs"] == []  # stopped at the error
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["b_draws-01.png"]  # the stale figure is gone
+    plain = json.loads((out / "notebooks" / "c_plain.ipynb").read_text())["cells"][0]["outputs"]
+    saved = "".join(t for o in plain for t in o["text"])
+    assert saved.count("warned") == 3 and "counting" not in saved, saved  # the bar is stripped, the other lines kept
     assert (out / "figures" / "b_draws-01.png").read_bytes()[:4] == b"\x89PNG"
 
 

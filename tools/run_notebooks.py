@@ -15,7 +15,7 @@ installed into a folder of its own, nothing of the checkout is on `sys.path`, an
 empty folder and run there. Whatever it reads must then come from the package: a file of the checkout is not there.
 A failure names the notebook, the cell and the error.
 """
-import argparse, atexit, base64, multiprocessing, os, shutil, subprocess, sys, tempfile, time
+import argparse, atexit, base64, multiprocessing, os, re, shutil, subprocess, sys, tempfile, time
 from functools import partial
 from pathlib import Path
 
@@ -38,6 +38,34 @@ def save_figures(nb, stem: str, folder: Path) -> int:
     pngs = [o["data"]["image/png"] for cell in nb.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
     for i, png in enumerate(pngs, 1): (folder / f"{stem}-{i:02d}.png").write_bytes(base64.b64decode(png))
     return len(pngs)
+
+
+PROGRESS_BAR = re.compile(r"\d+%\||\|\s*[\d.]+[kMG]?/[\d.]+[kMG]?\s*\[")  # tqdm's " 40%|####  | 4/10 [00:01<..."
+
+
+def without_progress_bars(text: str) -> str:
+    "`text` of a stream output without tqdm's bars (each redraw a `\\r`-separated segment); every other line is kept."
+    def rest(segment):  # a line printed right after a bar shares its segment: keep what follows the bar's "]"
+        bar = PROGRESS_BAR.search(segment)
+        return segment if bar is None else segment[segment.find("]", bar.end()) + 1:] if "]" in segment[bar.end():] else ""
+    lines = []
+    for line in text.split("\n"):
+        kept = [r for r in map(rest, line.split("\r")) if r.strip()]
+        if kept or (line.strip() == "" and "\r" not in line): lines.append("\r".join(kept))
+    return "\n".join(lines)
+
+
+def strip_progress_bars(nb):
+    "Remove progress bars from `nb`'s saved outputs: live they help, saved they are walls of text (the docs show these)."
+    for cell in nb.cells:
+        if cell.cell_type != "code": continue
+        outputs = []
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream":
+                o["text"] = without_progress_bars("".join(o["text"]))
+                if not o["text"].strip(): continue
+            outputs.append(o)
+        cell["outputs"] = outputs
 
 
 def failed_cell(nb) -> str:
@@ -70,6 +98,7 @@ def run_notebook(path: Path, out: Path, alone: Path | None = None) -> dict:
     except Exception as e: error = f"{failed_cell(nb)}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     finally: os.chdir(cwd); sys.modules["__main__"] = main
     seconds = time.perf_counter() - start
+    strip_progress_bars(nb)
     write_nb(nb, out / "notebooks" / path.name)
     return dict(notebook=path.stem, result="ok" if error is None else "FAILED", seconds=seconds,
                 figures=save_figures(nb, path.stem, out / "figures"), error=error, sources=list(SOURCES_USED))
