@@ -10,7 +10,7 @@ busy neighbour slows all alike:
 - original, batch B: the same loop at the preset's batch size B
 - course, fp32:     `train_class_conditioned` at batch B: the whole uint8 set on the device, batched
                     flip/pad/normalize, accelerate
-- course:           the same with the preset's mixed precision (bf16 autocast for `cpu` and `gpu`)
+- course:           the same with the preset's mixed precision (`auto` for `cpu`: bf16 autocast only on a CPU with bf16 units; `no` for `gpu`)
 
 Prints images/s per round and each median's ratio to the original chapter's loop as written. Data: the `data_source` setting.
 """

@@ -12,7 +12,7 @@ Modules:
 - `course_lib.sampling`: Everything the earlier chapters built meets here: a prompt encoded by CLIP, noise in the VAE's latent space, and a UNet that removes the noise step by step, steered by classifier-free guidance. We write the loop out in full, check it against diffusers to the last bit, and then wrap it in one function, `generate`.
 - `course_lib.text`: A prompt becomes 77 token ids, the ids become 77 vectors, and the UNet attends to those vectors while it denoises. This notebook takes the first two steps apart: CLIP's byte-pair tokenizer and its text encoder.
 - `course_lib.training`: Presets, batches, named random streams, the learning-rate schedule, checkpoints, the cache, and the one trainer that every model of the course goes through.
-- `course_lib.versions`: `course_lib` declares a range for each library it imports. The ranges are tested at both ends, and importing the course checks the libraries you have against them, in one line per problem instead of a traceback deep inside a chapter.
+- `course_lib.versions`: `course_lib` declares a range for each library it imports. The ranges are tested at both ends (torch at its newest only), and importing the course checks the libraries you have against them, in one line per problem instead of a traceback deep inside a chapter.
 - `course_lib.widgets`: Chapter [04](04_sampling.ipynb) wrote the sampling loop and `generate`. Here it gets knobs: a panel where the guidance scale, the seed, the prompt and the number of steps are sliders and boxes, and the picture follows."""
 
 __version__ = "0.1.0"

@@ -203,7 +203,7 @@ def generate_from_class(model, scheduler, class_label, n_samples: int = 8, guida
     denoiser, precision = model, "bf16" if uses_bf16(mixed_precision, device) else "no"  # "auto": bf16 where it pays
     if fast_path_wanted(fast, device):  # the compiled UNet of course_lib.fast, with bf16 *weights* instead of autocast
         denoiser, precision = fast_inference(model, torch.bfloat16 if precision == "bf16" else None), "no"
-    for t in tqdm(scheduler.timesteps, desc=f"sampling {len(cond)}", disable=not progress, leave=False):
+    for t in tqdm(scheduler.timesteps, desc=f"sampling {len(cond)} images", disable=not progress, leave=False):
         noise_pred = guided_noise(denoiser, scheduler.scale_model_input(sample, t), t, cond, scale, precision)
         sample = scheduler.step(noise_pred, t, sample, **extra).prev_sample
     return sample if output_type == "latent" else (sample.clamp(-1, 1) + 1) / 2
@@ -220,8 +220,8 @@ def guidance_grid(model, scheduler, scales=(1, 2, 3, 5, 7.5), classes=range(N_CL
     images = torch.cat(per_scale, dim=1).flatten(0, 1)  # row = class, columns = scales side by side
     columns = len(scales) * n_samples
     titles = [f"s={scales[j // n_samples]}" if i < columns and j % n_samples == 0 else "" for i in range(len(images)) for j in [i % columns]]
-    return show_images(images, titles=titles, nrows=len(classes), title=title,
-                       figsize=(len(scales) * n_samples * 0.55, len(classes) * 0.6 + (0.4 if title else 0)))
+    return show_images(images, titles=titles, nrows=len(classes), title=title, row_labels=[FASHION_CLASSES[c] for c in classes],
+                       figsize=(len(scales) * n_samples * 0.55 + 0.9, len(classes) * 0.6 + (0.4 if title else 0)))
 
 # %% ../nbs/01_conditioning.ipynb #c9a7e002
 @call_parse

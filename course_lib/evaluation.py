@@ -7,7 +7,7 @@ Docs: https://sd-course.github.io/course_lib/evaluation.html.md"""
 
 # %% ../nbs/01b_evaluation.ipynb #5715ab36
 from __future__ import annotations
-import time, warnings
+import importlib.resources, json, time, warnings
 
 import numpy as np
 import pandas as pd
@@ -24,8 +24,9 @@ from .core import get_device, note_source, seeded
 from .training import cache_path, epoch_batches, prefixed, read_checkpoint, save_checkpoint, train, unit_images
 
 # %% auto #0
-__all__ = ['FashionClassifier', 'train_classifier', 'classifier_outputs', 'class_accuracy', 'fashion_classifier',
-           'frechet_distance', 'fid', 'guidance_sweep', 'plot_guidance_sweep']
+__all__ = ['GUIDANCE_SWEEP_PATH', 'FashionClassifier', 'train_classifier', 'classifier_outputs', 'class_accuracy',
+           'fashion_classifier', 'frechet_distance', 'fid', 'guidance_sweep', 'plot_guidance_sweep',
+           'committed_guidance_sweep']
 
 # %% ../nbs/01b_evaluation.ipynb #8ddc4235
 class FashionClassifier(ModelMixin, ConfigMixin):
@@ -130,3 +131,11 @@ def plot_guidance_sweep(table: pd.DataFrame, title: str = "Class accuracy and FI
     other.set_ylabel(f"FID ({int(table['samples'].iloc[0])} samples, lower is better)", color="tab:red")
     ax.set_title(title, fontsize=10); plt.close(fig)
     return fig
+
+# %% ../nbs/01b_evaluation.ipynb #c41d7a02
+GUIDANCE_SWEEP_PATH = importlib.resources.files("course_lib") / "assets" / "guidance_sweep.json"
+
+def committed_guidance_sweep() -> tuple[pd.DataFrame, dict]:
+    "The guidance sweep of the shipped class-unet, judged by the shipped judge (`bench/class_guidance.py --shipped`), and its facts."
+    facts = json.loads(GUIDANCE_SWEEP_PATH.read_text())
+    return pd.DataFrame(facts["table"]), {k: v for k, v in facts.items() if k != "table"}

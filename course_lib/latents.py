@@ -177,7 +177,7 @@ def draw_sample_scene(size: int = 512, seed: int = 0) -> torch.Tensor:
     colour = lambda r, g, b: torch.tensor([r, g, b]).view(3, 1, 1)
     image = colour(0.25, 0.45, 0.9) * (1 - v) + colour(0.85, 0.9, 1.0) * v  # sky, paler towards the horizon
     image = torch.where((u - 0.8) ** 2 + (v - 0.17) ** 2 < 0.08 ** 2, colour(1.0, 0.82, 0.25), image)
-    grass = colour(0.2, 0.55, 0.2) * (0.8 + 0.2 * torch.sin(300 * u) * torch.sin(200 * v))  # ~4-px texture
+    grass = colour(0.2, 0.55, 0.2) * (0.8 + 0.2 * torch.sin(300 * u) * torch.sin(200 * v))  # a fine texture: periods of ~11 and ~16 px
     image = torch.where(v > 0.68 + 0.05 * torch.sin(7 * u), grass, image)
     checker = ((u * 40).floor() + (v * 40).floor()) % 2  # 13-px squares
     image = torch.where((u > 0.05) & (u < 0.3) & (v > 0.74) & (v < 0.95), checker.expand(3, -1, -1), image)

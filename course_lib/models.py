@@ -217,7 +217,9 @@ def load_text_encoder(model_id=None, device=None, dtype=None, subfolder=None, ve
 # %% ../nbs/00_models.ipynb #b081cf70
 PRETRAINED_DIR = Path(str(importlib.resources.files("course_lib") / "pretrained"))
 COURSE_MODELS = {"class-unet": "chapter 1's class-conditioned UNet", "judge": "chapter 1b's judge (Fashion classifier)",
-                 "fashion-vae": "chapter 2's Fashion VAE", "clip-towers": "chapter 3's CLIP towers",
+                 "fashion-vae": "chapter 2's Fashion VAE",
+                 "latent-unet": "chapter 2's latent UNet (class-conditioned, on the Fashion VAE's latents)",
+                 "clip-towers": "chapter 3's CLIP towers",
                  "own-sd": "chapter 5's own Stable Diffusion"}  # what ships; `make models` retrains them
 
 def course_model_folder(name: str, hub_id=None) -> Path:

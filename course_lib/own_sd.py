@@ -241,5 +241,6 @@ def guidance_strip(pipe, prompt: str, scales=(0, 1, 2, 10), negative_prompt: str
                         generator=[torch.Generator().manual_seed(seed + i) for i in range(n_seeds)], output_type="pt", progress=False)
                for scale in scales]
     grid = torch.stack(columns, 1).flatten(0, 1)  # row = seed, column = scale
-    return show_images(grid, ncols=len(scales), titles=[f"guidance {s}" for s in scales] + [""] * (len(grid) - len(scales)),
+    return show_images(grid, ncols=len(scales), col_labels=[f"guidance {s}" for s in scales],
+                       row_labels=[f"seed {seed + i}" for i in range(n_seeds)],
                        title=title or f"{prompt!r}" + (f", negative {negative_prompt!r}" if negative_prompt else ""))

@@ -1,6 +1,6 @@
-"""`course_lib` declares a range for each library it imports. The ranges are tested at both ends, and importing the
-course checks the libraries you have against them, in one line per problem instead of a traceback deep inside a
-chapter.
+"""`course_lib` declares a range for each library it imports. The ranges are tested at both ends (torch at its newest
+only), and importing the course checks the libraries you have against them, in one line per problem instead of a
+traceback deep inside a chapter.
 
 Docs: https://sd-course.github.io/course_lib/versions.html.md"""
 
@@ -88,8 +88,9 @@ def check_versions(**kwargs) -> list[str]:
 
 # %% ../nbs/00_versions.ipynb #27a75ada
 def dtype_argument(cls, dtype) -> dict:
-    "The keyword argument that loads `cls.from_pretrained` in `dtype`: `dtype` for transformers, `torch_dtype` for diffusers."
-    # diffusers < 0.40 knows only `torch_dtype`; once the declared floor is diffusers>=0.40, pass `dtype=` everywhere
-    # and delete this function.
+    "The keyword argument that loads `cls.from_pretrained` in `dtype`: `dtype`, or `torch_dtype` for diffusers < 0.40."
+    # diffusers 0.40 renamed `torch_dtype` to `dtype` (0.42 warns on the old name) and older releases know only the old
+    # one; once the declared floor is diffusers>=0.40, pass `dtype=` everywhere and delete this function.
     from_transformers = any(base.__module__.split(".")[0] == "transformers" for base in cls.__mro__)
-    return {"dtype" if from_transformers else "torch_dtype": dtype}
+    new_diffusers = Version(installed_version("diffusers")) >= Version("0.40")
+    return {"dtype" if from_transformers or new_diffusers else "torch_dtype": dtype}

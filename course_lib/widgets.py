@@ -206,4 +206,4 @@ def snapshot(self: GuidanceExplorer, title: str | None = None):
     shown = [(self.image.value, f"now: {self.caption}")] + self.history
     images = [Image.open(io.BytesIO(png)).convert("RGB") for png, _ in shown]
     return show_images(images, titles=[caption.replace(" · ", "\n") for _, caption in shown], ncols=len(images),
-                       figsize=(2.4 * len(images), 3.3 if title else 3.0), title=title)
+                       figsize=(2.4 * len(images), 3.6 if title else 3.0), title=title)

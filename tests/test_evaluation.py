@@ -71,3 +71,15 @@ def test_guidance_sweep_reports_every_scale(split, judge):
     assert list(table.columns) == ["guidance scale", "class accuracy", "FID", "samples", "seconds"]
     assert list(table["guidance scale"]) == [0, 1, 4] and (table["samples"] == 20).all()
     assert table["class accuracy"].between(0, 1).all() and (table["FID"] > 0).all()
+
+
+def test_committed_guidance_sweep_ships_and_is_the_bench_result():
+    "01b plots the committed sweep when its slow cells do not run: the package's copy must be bench/results' JSON."
+    import json
+    from pathlib import Path
+    from course_lib.evaluation import committed_guidance_sweep
+    table, facts = committed_guidance_sweep()
+    committed = json.loads((Path(__file__).resolve().parent.parent / "bench" / "results" / "class_guidance.json").read_text())
+    assert table.to_dict(orient="list") == committed["table"] and facts["command"].endswith("--shipped --out bench/results")
+    assert list(table["guidance scale"]) == [0, 1, 2, 3, 5, 7.5] and set(table["samples"]) == {200}
+    assert facts["figures"]["class accuracy at guidance 3"] == f"{table['class accuracy'][3]:.1%}"

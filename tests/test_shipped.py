@@ -11,7 +11,7 @@ from transformers import CLIPModel
 from course_lib.conditioning import generate_from_class
 from course_lib.data import draw_fashion, garment_colours
 from course_lib.evaluation import FashionClassifier, class_accuracy, classifier_outputs
-from course_lib.latents import reconstruction_psnr
+from course_lib.latents import generate_latent_class, reconstruction_psnr
 from course_lib.models import COURSE_MODELS, course_model_facts, course_model_folder, load_course_model, make_scheduler
 from course_lib.own_sd import garment_gray, held_out_requests, shipped_own_sd
 from course_lib.sampling import generate
@@ -61,6 +61,16 @@ def test_shipped_fashion_vae_reconstructs_unseen_garments():
     vae = load_course_model("fashion-vae", AutoencoderKL, "cpu")
     images, _ = draw_fashion(1000, seed=987)  # a seed the training set never used
     assert reconstruction_psnr(vae, images) >= 26
+
+
+def test_shipped_latent_unet_draws_the_asked_class_through_the_shipped_vae(judge):
+    vae = load_course_model("fashion-vae", AutoencoderKL, "cpu")
+    model = load_course_model("latent-unet", UNet2DModel, "cpu")
+    assert (model.config.in_channels, model.config.sample_size) == (vae.config.latent_channels, 8)  # 4×8×8 latents
+    samples = generate_latent_class(model, vae, make_scheduler("ddim", clip_sample=False), list(range(10)), 10, guidance_scale=3,
+                                    num_inference_steps=20, generator=torch.Generator().manual_seed(5), progress=False)
+    assert samples.shape == (100, 1, 32, 32)
+    assert class_accuracy(judge, samples, torch.arange(10).repeat_interleave(10)) >= 0.9
 
 
 def test_shipped_own_sd_draws_the_asked_class_and_colour(judge):

@@ -2,7 +2,7 @@
 
     python tools/build_docs.py [--notebooks output/notebooks] [--out _docs]
 
-Pages, in the README's reading order: the README as the home page, the foundation (00_*), the chapters, then one API
+Pages, in the README's reading order: the README as the home page, the chapters, the foundation (00_*) as reference, then one API
 reference page per module, written by Sphinx's autodoc from the docstrings of everything in its `__all__`. Search comes
 with the theme. The notebooks are taken as executed (nothing is run again); nbdev's `#|` directives are stripped the way
 nbdev does (fastcore's `remove_directives`), and the cells nbdev hides from its docs (`#| hide`, `#| default_exp`) are
@@ -68,10 +68,10 @@ def build(notebooks: Path, out: Path) -> Path:
     sources = sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
     missing = [p.name for p in sources if not (notebooks / p.name).exists()]
     if missing: raise SystemExit(f"No executed copy of {', '.join(missing)} in {notebooks}: run `make demo` first")
-    parts = {"The foundation": [], "The chapters": [], "API reference": []}
+    parts = {"The chapters (start here)": [], "The foundation (reference)": [], "API reference": []}
     for path in sources:
         docs_notebook(notebooks / path.name, src / path.name)
-        parts["The foundation" if path.name.startswith("00_") else "The chapters"].append(path.stem)
+        parts["The foundation (reference)" if path.name.startswith("00_") else "The chapters (start here)"].append(path.stem)
         if module := notebook_module(path):
             (src / "api" / f"{module}.md").write_text(
                 f"# course_lib.{module}\n\nFrom the notebook [{path.stem}](../{path.name}).\n\n"

@@ -4,7 +4,7 @@
 
 `make models` runs this. Each model is trained from scratch by its chapter's own function with the named preset (the
 cpu presets by default, about three quarters of an hour on 2 CPU cores; on a GPU pass --preset gpu): chapter 1's
-class-conditioned UNet, chapter 1b's judge, chapter 2's Fashion VAE, chapter 3's CLIP towers, chapter 5's own Stable Diffusion (its colour VAE and UNet; its text encoder is the CLIP towers' text
+class-conditioned UNet, chapter 1b's judge, chapter 2's Fashion VAE and its latent UNet, chapter 3's CLIP towers, chapter 5's own Stable Diffusion (its colour VAE and UNet; its text encoder is the CLIP towers' text
 tower). --cache-dir names where the colour judges used for measuring are kept (default: a fresh folder). Each goes to <out>/<name>/ in fp16 safetensors as a `save_pretrained` folder, with
 `course_model.json` (preset, steps, seconds, device, data fingerprint, figures) and a model card, README.md. The
 figures measured on each model are printed and written to the card.
@@ -16,12 +16,14 @@ import course_lib  # noqa: F401  (before diffusers: mutes transformers' torchvis
 import diffusers
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DModel
+from transformers import CLIPModel
 
 from course_lib.conditioning import generate_from_class, make_class_unet, run_settings, train_class_conditioned
 from course_lib.core import settings
 from course_lib.data import colour_tensors, fashion_tensors, load_colour_fashion, load_fashion_mnist
 from course_lib.evaluation import FashionClassifier, class_accuracy, train_classifier
-from course_lib.latents import make_fashion_vae, reconstruction_psnr, train_vae
+from course_lib.latents import (encode_fashion, generate_latent_class, make_fashion_vae, make_latent_unet, reconstruction_psnr,
+                                train_vae)
 from course_lib.models import COURSE_MODELS, PRETRAINED_DIR, load_clip_tokenizer, load_course_model, make_scheduler
 from course_lib.own_sd import (attribute_hits, colour_judges, colour_vae_path, held_out_requests, make_colour_vae, shipped_own_sd,
                                make_text_unet, own_sd_pipeline, train_colour_vae, train_text_unet, vae_psnr)
@@ -30,7 +32,19 @@ from course_lib.text import make_clip_towers, text_tower, train_clip_towers, zer
 from course_lib.training import data_fingerprint, preset_values
 
 RETRAIN = "make models"
-OWN_SD_USAGE = "from course_lib.own_sd import shipped_own_sd\npipe = shipped_own_sd()  # its text encoder: clip-towers' text tower"
+USAGES = {  # the card's "Load it with" code of each model
+    "judge": 'from course_lib.evaluation import FashionClassifier\nfrom course_lib.models import load_course_model\n'
+             'judge = load_course_model("judge", FashionClassifier)',
+    "class-unet": 'from diffusers import UNet2DModel\nfrom course_lib.models import load_course_model\n'
+                  'model = load_course_model("class-unet", UNet2DModel)',
+    "fashion-vae": 'from diffusers import AutoencoderKL\nfrom course_lib.models import load_course_model\n'
+                   'vae = load_course_model("fashion-vae", AutoencoderKL)',
+    "latent-unet": 'from diffusers import AutoencoderKL, UNet2DModel\nfrom course_lib.models import load_course_model\n'
+                   'vae = load_course_model("fashion-vae", AutoencoderKL)  # its latents are what this UNet draws\n'
+                   'model = load_course_model("latent-unet", UNet2DModel)',
+    "clip-towers": 'from transformers import CLIPModel\nfrom course_lib.models import load_course_model\n'
+                   'towers = load_course_model("clip-towers", CLIPModel)',
+    "own-sd": "from course_lib.own_sd import shipped_own_sd\npipe = shipped_own_sd()  # its text encoder: clip-towers' text tower"}
 
 
 def device_name() -> str:
@@ -72,13 +86,13 @@ The `{facts['preset']}` preset of `course_lib/settings.ini`:
     print(f"{facts['name']}:\n  " + "\n  ".join(f"{k}: {v}" for k, v in facts["figures"].items()), flush=True)
 
 
-def write_model(out: Path, name: str, save, facts: dict, usage: str):
+def write_model(out: Path, name: str, save, facts: dict):
     "Save a model with `save(folder)` into `out`/`name` (written beside it, then renamed), with its facts and card."
     folder, tmp = out / name, Path(tempfile.mkdtemp(dir=out, prefix=f".{name}."))
     try:
         save(tmp)
         write_card(tmp, {"name": name, "what": COURSE_MODELS[name], "command": RETRAIN, "torch": torch.__version__,
-                         "usage": usage} | facts)
+                         "usage": USAGES[name]} | facts)
         tmp.chmod(0o755)
         if folder.exists(): shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -99,6 +113,46 @@ def own_sd_figures(pipe, colour_test: dict, seconds: float, cache_dir=None) -> d
                f"recipe trained on patterns, colour measured)": f"{v:.0%}" for k, v in hits.items()}}
 
 
+def as_shipped(model):
+    "`model` with its weights rounded to fp16 and back: what its card measures is what ships (in fp16), not the fp32 run."
+    return model.to(torch.float16).float()
+
+
+def judge_figures(judge, test_images, test_labels) -> dict:
+    accuracy = class_accuracy(judge, torch.nn.functional.pad(test_images[:, None], (2, 2, 2, 2)).float() / 255, test_labels)
+    return {"test accuracy (10,000 held-out images)": f"{accuracy:.2%}"}
+
+
+def fashion_vae_figures(vae, test_images) -> dict:
+    return {"held-out PSNR (10,000 test images, mean latent)": f"{reconstruction_psnr(vae, test_images):.2f} dB",
+            "scaling factor (SD's rule, measured on the training images)": f"{vae.config.scaling_factor:.4f}"}
+
+
+def clip_towers_figures(towers, tokenizer, colour_test) -> dict:
+    zero_shot = zero_shot_table(towers, tokenizer, colour_test)
+    return {f"zero-shot {a} accuracy (1,000 held-out garments)": f"{v:.1%}"
+            for a, v in zip(zero_shot["attribute"], zero_shot["zero-shot accuracy"])}
+
+
+def remeasure(out: Path, names: list, cache_dir=None):
+    "Measure the shipped models `names` again, from their fp16 weights, and rewrite their cards' figures."
+    fashion_test = fashion_tensors(load_fashion_mnist("test", verbose=False))
+    for name in names:
+        folder = out / name
+        facts = json.loads((folder / "course_model.json").read_text())
+        if name == "judge": figures = judge_figures(shipped_judge(), *fashion_test)
+        elif name == "class-unet": figures = class_unet_figures(load_course_model(name, UNet2DModel), shipped_judge())
+        elif name == "fashion-vae": figures = fashion_vae_figures(load_course_model(name, AutoencoderKL), fashion_test[0])
+        elif name == "latent-unet":
+            figures = latent_unet_figures(load_course_model(name, UNet2DModel), load_course_model("fashion-vae", AutoencoderKL),
+                                          shipped_judge())
+        elif name == "clip-towers":
+            figures = clip_towers_figures(load_course_model(name, CLIPModel), load_clip_tokenizer(verbose=False),
+                                          colour_tensors(load_colour_fashion("test")))
+        else: figures = own_sd_figures(shipped_own_sd(), colour_tensors(load_colour_fashion("test")), facts["seconds"], cache_dir)
+        write_card(folder, {"usage": USAGES[name]} | facts | {"figures": figures})
+
+
 def class_unet_figures(model, judge, n_per_class: int = 50) -> dict:
     "What the card of class-unet reports: the judge's class accuracy on its samples at guidance 1 and 3 (DDIM 50)."
     figures, labels = {}, torch.arange(10).repeat_interleave(n_per_class)
@@ -108,6 +162,16 @@ def class_unet_figures(model, judge, n_per_class: int = 50) -> dict:
         figures[f"class accuracy at guidance {scale} ({10 * n_per_class} samples, DDIM 50, by the shipped judge)"] = \
             f"{class_accuracy(judge, samples, labels):.1%}"
     return figures
+
+
+def latent_unet_figures(model, vae, judge, n_per_class: int = 50) -> dict:
+    "What the card of latent-unet reports: the judge's class accuracy on its decoded samples at guidance 3, as class-unet's."
+    labels = torch.arange(10).repeat_interleave(n_per_class)
+    samples = generate_latent_class(model, vae, make_scheduler("ddim", clip_sample=False), list(range(10)), n_per_class,
+                                    guidance_scale=3, num_inference_steps=50, generator=torch.Generator().manual_seed(0),
+                                    progress=False)
+    return {f"class accuracy at guidance 3 ({10 * n_per_class} decoded samples, DDIM 50, by the shipped judge)":
+            f"{class_accuracy(judge, samples, labels):.1%}"}
 
 
 def shipped_judge():
@@ -131,19 +195,16 @@ def main():
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--only", nargs="*", choices=list(COURSE_MODELS), default=list(COURSE_MODELS))
     parser.add_argument("--out", default=str(PRETRAINED_DIR))
-    parser.add_argument("--remeasure", action="store_true", help="measure the shipped own-sd again and rewrite its card")
+    parser.add_argument("--remeasure", nargs="+", choices=list(COURSE_MODELS), metavar="NAME",
+                        help="measure these shipped models again, from their fp16 weights, and rewrite their cards' figures")
     args = parser.parse_args()
-    if args.remeasure:
-        folder = Path(args.out) / "own-sd"
-        facts = {"usage": OWN_SD_USAGE} | json.loads((folder / "course_model.json").read_text())
-        facts["figures"] = own_sd_figures(shipped_own_sd(), colour_tensors(load_colour_fashion("test")), facts["seconds"], args.cache_dir)
-        return write_card(folder, facts)
+    if args.remeasure: return remeasure(Path(args.out), args.remeasure, args.cache_dir)
     cache_dir, out, preset = args.cache_dir or tempfile.mkdtemp(prefix="make-models-"), Path(args.out), args.preset
     out.mkdir(parents=True, exist_ok=True)
     device, where = "cpu" if not torch.cuda.is_available() else "cuda", device_name()
     print(f"training with the {preset} preset on {where}; cache {cache_dir}", flush=True)
     start_all = time.perf_counter()
-    if {"judge", "class-unet", "fashion-vae"} & set(args.only):
+    if {"judge", "class-unet", "fashion-vae", "latent-unet"} & set(args.only):
         train_images, train_labels = fashion_tensors(load_fashion_mnist("train", verbose=False))
         test_images, test_labels = fashion_tensors(load_fashion_mnist("test", verbose=False))
         fashion_data = (f"course_lib's offline Fashion-like set ({settings.data_source} source), 60,000 training images, "
@@ -152,30 +213,34 @@ def main():
         start = time.perf_counter()
         judge = train_classifier(train_images, train_labels, seed=0, device=device, progress=False)
         seconds = time.perf_counter() - start
-        accuracy = class_accuracy(judge, torch.nn.functional.pad(test_images[:, None], (2, 2, 2, 2)).float() / 255, test_labels)
         write_model(out, "judge", half(judge), dict(preset="default", recipe=dict(epochs=2, batch_size=128, learning_rate=3e-3, seed=0),
                     steps=2 * -(-len(train_images) // 128), seconds=seconds, device=where, data=fashion_data,
-                    figures={"test accuracy (10,000 held-out images)": f"{accuracy:.2%}"}),
-                    'from course_lib.evaluation import FashionClassifier\nfrom course_lib.models import load_course_model\n'
-                    'judge = load_course_model("judge", FashionClassifier)')
+                    figures=judge_figures(as_shipped(judge), test_images, test_labels)))
         judge = judge.float()
     if "class-unet" in args.only:
         model = make_class_unet(preset)
         record = train_class_conditioned(model, train_images, train_labels, preset, device=device, progress=False, what="class UNet")
         write_model(out, "class-unet", half(model), dict(preset=preset, recipe=run_settings(preset, train_images), steps=record["step"],
                     seconds=record["seconds"], device=where, data=fashion_data,
-                    figures=class_unet_figures(model.float(), shipped_judge() if "judge" not in args.only else judge)),
-                    'from diffusers import UNet2DModel\nfrom course_lib.models import load_course_model\n'
-                    'model = load_course_model("class-unet", UNet2DModel)')
+                    figures=class_unet_figures(as_shipped(model), shipped_judge() if "judge" not in args.only else judge)))
     if "fashion-vae" in args.only:
         vae = make_fashion_vae(preset)
         record = train_vae(vae, train_images, preset, device=device, progress=False)
         write_model(out, "fashion-vae", half(vae), dict(preset=preset, recipe=preset_values(preset, "vae"), steps=record["step"],
                     seconds=record["seconds"], device=where, data=fashion_data,
-                    figures={"held-out PSNR (10,000 test images, mean latent)": f"{reconstruction_psnr(vae.float(), test_images):.2f} dB",
-                             "scaling factor (SD's rule, measured on the training images)": f"{vae.config.scaling_factor:.4f}"}),
-                    'from diffusers import AutoencoderKL\nfrom course_lib.models import load_course_model\n'
-                    'vae = load_course_model("fashion-vae", AutoencoderKL)')
+                    figures=fashion_vae_figures(as_shipped(vae), test_images)))
+    if "latent-unet" in args.only:  # on the latents of the Fashion VAE trained above, or of the shipped one
+        vae = vae.float() if "fashion-vae" in args.only else load_course_model("fashion-vae", AutoencoderKL)
+        start = time.perf_counter()
+        latents = encode_fashion(vae, train_images, progress=False)
+        encoding = time.perf_counter() - start
+        latent_run = settings.preset(preset, "latent")
+        model = make_latent_unet(vae, latent_run)
+        record = train_class_conditioned(model, latents, train_labels, latent_run, device=device, progress=False, what="latent UNet")
+        write_model(out, "latent-unet", half(model), dict(preset=preset, recipe=run_settings(latent_run, latents) | {"preset": preset},
+                    steps=record["step"], seconds=record["seconds"], device=where,
+                    data=f"{fashion_data}, encoded once by the Fashion VAE it ships with ({encoding:.0f} s, not counted above)",
+                    figures=latent_unet_figures(as_shipped(model), vae, shipped_judge() if "judge" not in args.only else judge)))
     if {"clip-towers", "own-sd"} & set(args.only):
         tokenizer = load_clip_tokenizer(verbose=False)
         colour_train, colour_test = colour_tensors(load_colour_fashion("train")), colour_tensors(load_colour_fashion("test"))
@@ -183,13 +248,9 @@ def main():
                        f"{data_fingerprint(colour_train['images'], colour_train['label'], colour_train['colour'], colour_train['pattern'])}")
         towers = make_clip_towers(preset)
         clip_record = train_clip_towers(towers, tokenizer, colour_train, preset, device=device, progress=False)
-        zero_shot = zero_shot_table(towers, tokenizer, colour_test)
         write_model(out, "clip-towers", half(towers), dict(preset=preset, recipe=preset_values(preset, "clip"), steps=clip_record["step"],
                     seconds=clip_record["seconds"], device=where, data=colour_data,
-                    figures={f"zero-shot {a} accuracy (1,000 held-out garments)": f"{v:.1%}"
-                             for a, v in zip(zero_shot["attribute"], zero_shot["zero-shot accuracy"])}),
-                    'from transformers import CLIPModel\nfrom course_lib.models import load_course_model\n'
-                    'towers = load_course_model("clip-towers", CLIPModel)')
+                    figures=clip_towers_figures(as_shipped(towers), tokenizer, colour_test)))
         towers = towers.float()
     if "own-sd" in args.only:
         vae = make_colour_vae(preset)
@@ -206,8 +267,7 @@ def main():
                     parts={"colour VAE": dict(steps=vae_record["step"], seconds=round(vae_record["seconds"])),
                            "CLIP towers (text encoder)": dict(steps=clip_record["step"], seconds=round(clip_record["seconds"])),
                            "UNet": dict(steps=unet_record["step"], seconds=round(unet_record["seconds"]))},
-                    figures=own_sd_figures(pipe, colour_test, seconds, cache_dir)),
-                    OWN_SD_USAGE)
+                    figures=own_sd_figures(pipe, colour_test, seconds, cache_dir)))
     total = sum(f.stat().st_size for name in COURSE_MODELS for f in (out / name).rglob("*") if f.is_file() and (out / name).exists())
     print(f"\nall shipped models: {total / 1e6:.1f} MB in {out}; this run took {(time.perf_counter() - start_all) / 60:.1f} min")
 
