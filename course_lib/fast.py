@@ -157,7 +157,7 @@ def read_gpu_report(path=None) -> dict:
 
 # %% ../nbs/00_fast.ipynb #7ef3417e
 def plot_gpu_report(report: dict, groups=None):
-    "Horizontal bars of `report`'s timed groups (seconds, log scale), each bar labelled with its speed-up over the group's first."
+    "Horizontal bars of `report`'s timed groups (seconds, log scale), labelled with the speed-up over a group's first bar."
     import textwrap
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
@@ -166,7 +166,9 @@ def plot_gpu_report(report: dict, groups=None):
     for ax, group in zip(axes[:, 0], groups):
         names, seconds = [r["variant"] for r in group["rows"]][::-1], [r["seconds"] for r in group["rows"]][::-1]
         ax.barh([textwrap.fill(n, 42) for n in names], seconds, color=["tab:orange" if "fast path" in n else "tab:gray" for n in names])
-        for y, s in enumerate(seconds): ax.text(s, y, f" {s:.3g} s ({seconds[-1] / s:.1f}x)", va="center", fontsize=8)
+        baseline = "fast path" not in names[-1]  # a group of fast-path rows only (the panel's redraws) has no baseline
+        for y, s in enumerate(seconds):
+            ax.text(s, y, f" {s:.3g} s" + (f" ({seconds[-1] / s:.1f}x)" if baseline else ""), va="center", fontsize=8)
         ax.set(xscale="log", xlim=(min(seconds) / 2, max(seconds) * 6), xlabel=group["unit"])
         ax.xaxis.set_minor_formatter(NullFormatter())  # log axes label minor ticks too, and they collide
         ax.set_title(textwrap.fill(group["name"], 100), fontsize=9, loc="left")

@@ -24,7 +24,7 @@ __all__ = ['GUIDANCE_RANGE', 'SEED_RANGE', 'PIXELATED_CSS', 'PICTURE_CONTROLS', 
 
 # %% ../nbs/04b_widgets.ipynb #f27d86bd
 GUIDANCE_RANGE = dict(min=0.0, max=15.0, step=0.5)
-SEED_RANGE = dict(min=0, max=2**32 - 1)  # what torch.Generator.manual_seed accepts
+SEED_RANGE = dict(min=0, max=2**32 - 1)  # a 32-bit range: plenty for a slider (manual_seed takes up to 2**64 - 1)
 
 def explorer_controls(prompt: str, negative_prompt: str, guidance_scale: float, seed: int, num_inference_steps: int,
                       max_steps: int, keep: int) -> dict:

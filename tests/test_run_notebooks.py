@@ -26,7 +26,8 @@ def test_runner_goes_on_after_a_failure_and_reports_each_notebook(tmp_path, jobs
              "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(); ax.plot([0, 1]); plt.close(fig); fig",
              "#| slow\nraise RuntimeError('slow cells are skipped')")
     notebook(nbs / "c_plain.ipynb",  # three notebooks for two workers: one of them runs two in turn
-             "from tqdm.auto import tqdm\nimport sys\nfor i in tqdm(range(3), desc='counting'): print('warned', file=sys.stderr)")
+             "from tqdm.auto import tqdm\nimport sys\nfor i in tqdm(range(3), desc='counting'): print('warned', file=sys.stderr)\n"
+             "print('\\x1b[A', file=sys.stderr)")
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "run_notebooks.py"), "--out", str(out), "--jobs", jobs,
                            str(nbs / "a_fails.ipynb"), str(nbs / "b_draws.ipynb"), str(nbs / "c_plain.ipynb")],
                           capture_output=True, text=True, timeout=300, env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"})
@@ -41,7 +42,7 @@ def test_runner_goes_on_after_a_failure_and_reports_each_notebook(tmp_path, jobs
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["b_draws-01.png"]  # the stale figure is gone
     plain = json.loads((out / "notebooks" / "c_plain.ipynb").read_text())["cells"][0]["outputs"]
     saved = "".join(t for o in plain for t in o["text"])
-    assert saved.count("warned") == 3 and "counting" not in saved, saved  # the bar is stripped, the other lines kept
+    assert saved.count("warned") == 3 and "counting" not in saved and "\x1b" not in saved, saved  # bars go, the rest stays
     assert (out / "figures" / "b_draws-01.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -40,6 +40,7 @@ def save_figures(nb, stem: str, folder: Path) -> int:
     return len(pngs)
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 PROGRESS_BAR = re.compile(r"\d+%\||\|\s*[\d.]+[kMG]?/[\d.]+[kMG]?\s*\[")  # tqdm's " 40%|####  | 4/10 [00:01<..."
 
 
@@ -50,7 +51,7 @@ def without_progress_bars(text: str) -> str:
         return segment if bar is None else segment[segment.find("]", bar.end()) + 1:] if "]" in segment[bar.end():] else ""
     lines = []
     for line in text.split("\n"):
-        kept = [r for r in map(rest, line.split("\r")) if r.strip()]
+        kept = [r for r in map(rest, line.split("\r")) if ANSI_ESCAPE.sub("", r).strip()]  # a bar leaves "\x1b[A" too
         if kept or (line.strip() == "" and "\r" not in line): lines.append("\r".join(kept))
     return "\n".join(lines)
 
