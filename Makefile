@@ -147,6 +147,7 @@ clean:
 # README.md is rendered from nbs/index.ipynb: by nbdev-readme where Quarto is installed, else by nbconvert.
 readme: $(STAMP)
 	$(BIN)/python tools/colab.py
+	$(BIN)/nbdev-clean  # colab.py writes cells with their keys in another order than nbdev-clean: sync-check would fail
 	if command -v quarto >/dev/null; then $(BIN)/nbdev-readme; else \
 	  $(BIN)/jupyter nbconvert --to markdown --execute nbs/index.ipynb --output-dir . --output README \
 	    --TagRemovePreprocessor.remove_input_tags=hide 2>&1 | tail -1; fi
