@@ -11,7 +11,7 @@ import argparse, sys
 from pathlib import Path
 
 from course_lib.core import get_device
-from course_lib.latents import attention_cost, plot_attention_cost
+from course_lib.attention import attention_cost, plot_attention_cost
 
 
 def main():

@@ -106,7 +106,7 @@ def markdown_table(frame) -> str:
 
 
 def attention_group(report, device, check, repeats, budget, quick=False):
-    from course_lib.latents import attention_cost
+    from course_lib.attention import attention_cost
     sizes, run_time = ([8, 16], 0.01) if check else ([32, 64, 128], 0.2)
     table = attention_cost(sizes, channels=64, device=device, min_run_time=run_time, progress=False).drop(columns="device")
     report.table("Attention cost on the device (one block, 64 channels, 1 head, batch 1; chapter 2)", markdown_table(table))
@@ -218,7 +218,8 @@ def training_group(report, device, check, repeats, budget, quick=False):
     sys.path.insert(0, str(Path(__file__).parent))
     from class_training import original_loop
     from course_lib.conditioning import make_class_unet, original_loader, train_class_conditioned
-    from course_lib.data import draw_fashion, fashion_dataset
+    from course_lib.data import fashion_dataset
+    from course_lib.garments import draw_fashion
     from course_lib.training import preset_values
     preset, steps, warm = ("smoke", 4, 1) if check else ("gpu", 120, 10)
     batch = preset_values(preset)["batch_size"]

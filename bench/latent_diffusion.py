@@ -23,11 +23,13 @@ import torch
 
 from course_lib.conditioning import (N_CLASSES, checkpoint_path, diffusion_loss, generate_from_class, make_class_unet,
                                      train_class_conditioned)
-from course_lib.core import get_device, settings, show_images
+from course_lib.core import get_device, settings
+from course_lib.images import show_images
 from course_lib.data import FASHION_CLASSES, fashion_tensors, load_fashion_mnist
 from course_lib.evaluation import FashionClassifier, class_accuracy, fashion_classifier, fid
-from course_lib.latents import (decode, encode_fashion, fashion_vae, fashion_vae_path, generate_latent_class,
-                                make_latent_unet, reconstruction_psnr)
+from course_lib.latents import decode
+from course_lib.latent_diffusion import (encode_fashion, fashion_vae, fashion_vae_path, generate_latent_class,
+                                         make_latent_unet, reconstruction_psnr)
 from course_lib.models import load_course_model, make_scheduler
 from diffusers import AutoencoderKL, UNet2DModel
 from course_lib.training import unit_images, uses_bf16

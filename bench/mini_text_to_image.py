@@ -17,13 +17,14 @@ import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
 from course_lib.conditioning import train_class_conditioned
-from course_lib.core import show_images
+from course_lib.images import show_images
 from course_lib.data import fashion_tensors, load_fashion_mnist
 from course_lib.evaluation import class_accuracy, fashion_classifier
-from course_lib.latents import encode_fashion, fashion_vae
+from course_lib.latent_diffusion import encode_fashion, fashion_vae
 from course_lib.models import load_clip_tokenizer, make_scheduler
 from course_lib.sampling import generate
-from course_lib.text import CLASS_PROMPTS, caption_encoder, fashion_captions, text_states
+from course_lib.text import text_states
+from course_lib.text_encoders import CLASS_PROMPTS, caption_encoder, fashion_captions
 
 
 class CaptionedUNet(torch.nn.Module):

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.data import FASHION_CLASSES, OFFLINE_SIZES, draw_fashion
+from course_lib.data import FASHION_CLASSES, OFFLINE_SIZES
+from course_lib.garments import draw_fashion
 
 
 def main():

@@ -10,7 +10,8 @@ import argparse, os, sys, tempfile
 
 import torch
 
-from course_lib.data import OFFLINE_SIZES, draw_fashion, load_offline_fashion
+from course_lib.data import OFFLINE_SIZES, load_offline_fashion
+from course_lib.garments import draw_fashion
 from timing import timed
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import course_lib  # noqa: F401  (before diffusers: mutes transformers' torchvision advice)
 import torch
 
-from course_lib.data import colour_tensors, fashion_tensors, load_colour_fashion, load_offline_fashion
+from course_lib.data import fashion_tensors, load_offline_fashion
+from course_lib.colour_fashion import colour_tensors, load_colour_fashion
 from course_lib.evaluation import FashionClassifier, fashion_classifier
 from course_lib.models import course_model_facts, load_course_model
 from transformers import CLIPModel
@@ -29,7 +30,7 @@ from course_lib.own_sd import (attribute_hits, colour_judges, colour_unit_images
                                guidance_table, make_text_unet, own_sd_path, own_sd_pipeline, plot_guidance_table, shipped_own_sd,
                                train_text_unet, vae_psnr)
 from course_lib.sampling import generate
-from course_lib.text import clip_towers, text_tower, zero_shot_table
+from course_lib.text_encoders import clip_towers, text_tower, zero_shot_table
 from course_lib.training import save_pretrained_atomic
 import pandas as pd
 

@@ -7,30 +7,31 @@ Docs: https://sd-course.github.io/course_lib/conditioning.html.md"""
 
 # %% ../nbs/01_conditioning.ipynb #7f10ca0f
 from __future__ import annotations
-import json, math
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import ImageOps
 from accelerate import PartialState
 from diffusers import UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from fastcore.script import call_parse
-from PIL import ImageOps
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .core import check_choice, check_guidance_scale, get_device, seeded, show_images
+from .core import check_choice, check_guidance_scale, get_device, seeded
 from .data import FASHION_CLASSES, fashion_tensors, load_fashion_mnist
 from .fast import fast_inference, fast_path_wanted
+from .images import show_images
 from .models import make_scheduler, step_kwargs
 from .training import (MIXED_PRECISIONS, cache_path, epoch_batches, prefixed, preset_label, preset_values,
-                                 read_checkpoint, save_pretrained_atomic, train, uses_bf16)
+                                 read_checkpoint, run_settings, save_pretrained_atomic, train, uses_bf16)
 
 # %% auto #0
 __all__ = ['N_CLASSES', 'NULL_CLASS', 'original_transform', 'original_loader', 'make_class_unet', 'diffusion_loss',
-           'load_class_unet', 'run_settings', 'check_null_label', 'train_class_conditioned', 'checkpoint_path',
+           'load_class_unet', 'class_run_settings', 'check_null_label', 'train_class_conditioned', 'checkpoint_path',
            'check_class_model', 'check_class_labels', 'check_guidance_model', 'check_steps', 'check_class_request',
            'guided_noise', 'generate_from_class', 'guidance_grid', 'train_class_unet_main']
 
@@ -91,18 +92,12 @@ def load_class_unet(path, device=None) -> tuple[UNet2DModel, dict]:
     return model.eval(), metadata["state"]
 
 # %% ../nbs/01_conditioning.ipynb #666fe1ba
-def run_settings(preset, images, epochs=None, batch_size=None, learning_rate=None, mixed_precision=None,
-                 train_samples=None, class_dropout=0.1, lr_schedule="cosine", seed=0) -> dict:
-    "The trainer's `run` for `preset` (a name, a dict, or None: `pick_preset`), overridden by arguments not None."
-    p = preset_values(preset)
-    run = dict(epochs=epochs or p["epochs"], batch_size=batch_size or p["batch_size"],
-               learning_rate=learning_rate or p["learning_rate"],
-               mixed_precision=mixed_precision or p["mixed_precision"] or "no",  # settings.ini reads "no" as False
-               train_samples=min(train_samples or p["train_samples"], len(images)), class_dropout=class_dropout,
-               lr_schedule=lr_schedule, seed=seed, adam_eps=1e-5, preset=preset_label(preset),  # eps: the original's
-               **{lever: True for lever in ("channels_last", "compile") if p.get(lever)})  # a GPU preset's levers (see train)
+def class_run_settings(preset, images, class_dropout: float = 0.1, seed: int = 0, **overrides) -> dict:
+    "`run_settings` for a class UNet on `images`, with its label dropout, seed and a GPU preset's levers (see `train`)."
     if not 0 <= class_dropout < 1: raise ValueError(f"`class_dropout` must be in [0, 1); got {class_dropout!r}.")
-    return run | {"steps_per_epoch": math.ceil(run["train_samples"] / run["batch_size"])}
+    levers = {lever: True for lever in ("channels_last", "compile") if preset_values(preset).get(lever)}
+    return run_settings(preset, len(images), **overrides) | dict(class_dropout=class_dropout, seed=seed,
+                                                                 adam_eps=1e-5, **levers)  # eps: the original's
 
 # %% ../nbs/01_conditioning.ipynb #a0bc1783
 def check_null_label(model, class_dropout: float):
@@ -117,7 +112,7 @@ def train_class_conditioned(model, images, labels, preset=None, *, class_dropout
                             progress: bool = True, what: str = "class UNet", fast: bool | None = None,
                             **overrides) -> dict:
     "Train `model` on uint8 `images` N×28×28 (or latents) with `labels`, resuming from `checkpoint`; returns the record."
-    run = run_settings(preset, images, class_dropout=class_dropout, seed=seed, **overrides)
+    run = class_run_settings(preset, images, class_dropout=class_dropout, seed=seed, **overrides)
     check_null_label(model, class_dropout)
     n, dev, noise_scheduler = run["train_samples"], get_device(device), make_scheduler("ddpm")
     loss = lambda model, batch, generator, bf16: diffusion_loss(model, noise_scheduler, *batch, class_dropout, generator, bf16)
@@ -128,7 +123,7 @@ def train_class_conditioned(model, images, labels, preset=None, *, class_dropout
 # %% ../nbs/01_conditioning.ipynb #0e65fa44
 def checkpoint_path(preset, images, labels, cache_dir=None, kind: str = "class-unet", **run):
     "Where the UNet that `train_class_conditioned(..., preset, **run)` trains on this data is kept (`kind` names the model)."
-    recipe = run_settings(preset, images, **run) | ({} if isinstance(preset, str) else {"preset values": preset})
+    recipe = class_run_settings(preset, images, **run) | ({} if isinstance(preset, str) else {"preset values": preset})
     return cache_path(f"{kind}-{preset_label(preset)}", recipe, (images, labels), ".safetensors", cache_dir)
 
 # %% ../nbs/01_conditioning.ipynb #36547670

@@ -6,24 +6,21 @@ Docs: https://sd-course.github.io/course_lib/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #fe48b53e
 from __future__ import annotations
-import configparser, contextlib, functools, importlib.resources, importlib.util, math, os, threading
-import time, urllib.error, urllib.request
+import configparser, contextlib, functools, importlib.resources, importlib.util, math, os, threading, urllib.error, urllib.request
 from pathlib import Path
 
+import huggingface_hub
+import huggingface_hub.constants
 import numpy as np
-from fastcore.basics import patch
 import torch
-from PIL import Image
-import matplotlib.pyplot as plt
-import huggingface_hub, huggingface_hub.constants  # the submodule is loaded lazily otherwise
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['DEFAULTS_FILE', 'SETTINGS_HEADER', 'PRESET_FAMILIES', 'settings', 'STREAMS', 'SOURCES_USED', 'check_choice',
            'check_guidance_scale', 'check_prompts', 'read_settings', 'find_settings_file', 'parse_value',
            'is_preset_section', 'CourseSettings', 'env_setting', 'get_device', 'make_generator', 'derived_generator',
-           'seeded', 'to_uint8', 'batch_hwc', 'image_arrays', 'grid_shape', 'image_grid', 'show_images', 'note_source',
-           'sources_used', 'model_note', 'HubUnavailableError', 'hub_offline_requested', 'hub_endpoint', 'probe_url',
-           'hub_reachable', 'hub_error', 'cached_snapshot', 'load_pretrained']
+           'seeded', 'note_source', 'sources_used', 'model_note', 'HubUnavailableError', 'hub_offline_requested',
+           'hub_endpoint', 'probe_url', 'hub_reachable', 'hub_error', 'cached_snapshot', 'load_pretrained']
 
 # %% ../nbs/00_core.ipynb #def1bff2
 def check_choice(name: str, value, choices):
@@ -213,88 +210,6 @@ def seeded(seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-# %% ../nbs/00_core.ipynb #5e1982c9
-def to_uint8(array: np.ndarray, value_range=None) -> np.ndarray:
-    "Scale a float array from `value_range` (default: [-1, 1] if it has negatives, else [0, 1]) to uint8."
-    if array.dtype == np.uint8: return array
-    lo, hi = value_range or ((-1.0, 1.0) if array.min() < 0 else (0.0, 1.0))
-    return (np.clip((array.astype(np.float32) - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8)
-
-# %% ../nbs/00_core.ipynb #1bf69ec3
-def batch_hwc(images) -> np.ndarray:
-    "A tensor or array holding one image or a batch, as a B×H×W×C numpy array."
-    if isinstance(images, torch.Tensor):
-        t = images.detach().cpu()
-        t = t if t.dtype == torch.uint8 else t.float()  # bf16/fp16 have no numpy twin
-        if t.ndim == 2 or (t.ndim == 3 and t.shape[0] not in (1, 3, 4)): t = t.unsqueeze(-3)
-        if t.ndim == 3: t = t[None]
-        if t.ndim != 4: raise ValueError(f"`images` tensor must have 2 to 4 dims; got shape {tuple(t.shape)}.")
-        return t.permute(0, 2, 3, 1).numpy()
-    a = np.asarray(images)
-    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4)): a = a[..., None]
-    if a.ndim == 3: a = a[None]
-    if a.ndim != 4: raise ValueError(f"`images` array must have 2 to 4 dims; got shape {a.shape}.")
-    return a
-
-# %% ../nbs/00_core.ipynb #b346995d
-def image_arrays(images, value_range=None) -> list[np.ndarray]:
-    "Tensors, arrays, PIL images or lists of them as a list of uint8 H×W (gray) or H×W×3/4 arrays."
-    if isinstance(images, Image.Image):
-        return [np.asarray(images if images.mode in ("L", "RGB", "RGBA") else images.convert("RGB"))]
-    if isinstance(images, (list, tuple)):
-        return [a for image in images for a in image_arrays(image, value_range)]
-    if not isinstance(images, (torch.Tensor, np.ndarray)):
-        if hasattr(images, "__iter__") and not isinstance(images, (str, bytes, dict)):  # e.g. a datasets column
-            return image_arrays(list(images), value_range)
-        raise TypeError(f"`images` must be tensors, numpy arrays or PIL images; got {type(images).__name__}.")
-    batch = to_uint8(batch_hwc(images), value_range)
-    return [a[..., 0] if a.shape[-1] == 1 else a for a in batch]
-
-# %% ../nbs/00_core.ipynb #529b04d9
-def grid_shape(n: int, nrows=None, ncols=None) -> tuple[int, int]:
-    "Rows and columns for `n` images: as given, or completed to a near-square grid."
-    if n == 0: raise ValueError("`images` is empty: there is nothing to show.")
-    if nrows is None and ncols is None: ncols = math.ceil(math.sqrt(n))
-    if ncols is None: ncols = math.ceil(n / nrows)
-    if nrows is None: nrows = math.ceil(n / ncols)
-    if nrows < 1 or ncols < 1 or nrows * ncols < n:
-        raise ValueError(f"`nrows`={nrows} x `ncols`={ncols} cannot hold {n} images.")
-    return nrows, ncols
-
-# %% ../nbs/00_core.ipynb #76c424b6
-def image_grid(images, nrows=None, ncols=None, value_range=None) -> Image.Image:
-    "One PIL image holding `images` in a grid of `nrows` x `ncols`."
-    arrays = image_arrays(images, value_range)
-    nrows, ncols = grid_shape(len(arrays), nrows, ncols)
-    h, w = arrays[0].shape[:2]
-    if any(a.shape[:2] != (h, w) for a in arrays): raise ValueError("`images` must all have the same height and width.")
-    mode = "RGB" if any(a.ndim == 3 for a in arrays) else "L"
-    grid = Image.new(mode, (ncols * w, nrows * h))
-    for i, a in enumerate(arrays): grid.paste(Image.fromarray(a).convert(mode), ((i % ncols) * w, (i // ncols) * h))
-    return grid
-
-# %% ../nbs/00_core.ipynb #33e3701e
-def show_images(images, titles=None, nrows=None, ncols=None, figsize=None, value_range=None, title=None,
-                row_labels=None, col_labels=None):
-    "Plot `images` in a grid with optional `titles` (one each), `row_labels` / `col_labels` and a `title` above all."
-    arrays = image_arrays(images, value_range)
-    nrows, ncols = grid_shape(len(arrays), nrows, ncols)
-    for name, labels, n in (("titles", titles, len(arrays)), ("row_labels", row_labels, nrows), ("col_labels", col_labels, ncols)):
-        if labels is not None and len(labels) != n:
-            raise ValueError(f"`{name}` has {len(labels)} entries for {n} {'images' if name == 'titles' else name[:3] + 's'}.")
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=figsize or (1.6 * ncols + (0.9 if row_labels else 0), 1.8 * nrows))
-    for ax in axes.flat: ax.axis("off")
-    for i, (ax, a) in enumerate(zip(axes.flat, arrays)):
-        ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=255)
-        if titles is not None: ax.set_title(str(titles[i]), fontsize=9)
-    for ax, label in zip(axes[:, 0], row_labels or []):  # axis("off") hides ylabels, so the label is text beside the axes
-        ax.annotate(str(label), xy=(-0.08, 0.5), xycoords="axes fraction", ha="right", va="center", fontsize=9)
-    for ax, label in zip(axes[0], col_labels or []): ax.set_title(str(label), fontsize=9)
-    if title: fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    plt.close(fig)  # returned, not also drawn by pyplot: one picture per call
-    return fig
 
 # %% ../nbs/00_core.ipynb #da14b966
 SOURCES_USED: list[tuple[str, str]] = []  # (what, where from), in order of first use; tools/run_notebooks.py reads it

@@ -7,7 +7,7 @@ Docs: https://sd-course.github.io/course_lib/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #b53c1cc7
 from __future__ import annotations
-import gzip, hashlib, io, math, os, random, re, struct, tempfile, zlib
+import gzip, hashlib, io, math, os, struct, tempfile, zlib
 from pathlib import Path
 
 import datasets
@@ -16,19 +16,13 @@ import torch
 from PIL import Image
 
 from .core import cached_snapshot, check_choice, get_device, hub_reachable, note_source, settings
+from .garments import draw_fashion
 
 # %% auto #0
-__all__ = ['FASHION_CLASSES', 'SPLITS', 'SOURCES', 'IDX_MD5', 'IDX_DTYPES', 'IDX_STEMS', 'FASHION_ALTERNATIVE', 'NOTHING',
-           'PATTERNS', 'DRAWERS', 'OFFLINE_VERSION', 'OFFLINE_SIZES', 'PALETTE', 'COLOUR_SIZE', 'CLASS_NOUNS',
-           'PATTERN_WORDS', 'COLOUR_TEMPLATES', 'COLOUR_VERSION', 'COLOUR_COLUMNS', 'fashion_features', 'png_value',
-           'fashion_dataset', 'unpack_idx', 'read_idx', 'fashion_search_dirs', 'find_idx', 'load_local_fashion',
-           'load_hub_fashion', 'sd_box', 'sd_segment', 'sd_ellipse', 'sd_trapezoid', 'sd_ring', 'union', 'subtract',
-           'Params', 'line_shade', 'garment_coords', 'fabric', 'render_garments', 'torso_neck_sleeves', 'draw_tshirt',
-           'draw_shirt', 'draw_pullover', 'draw_coat', 'draw_dress', 'draw_trouser', 'sole', 'shoe_upper',
-           'draw_sneaker', 'draw_boot', 'draw_sandal', 'draw_bag', 'draw_class', 'draw_fashion', 'cached_dataset',
-           'load_offline_fashion', 'draw_colour_fashion', 'garment_colours', 'describe_garment', 'colour_captions',
-           'colour_features', 'load_colour_fashion', 'colour_tensors', 'load_fashion_mnist', 'fashion_tensors',
-           'class_examples']
+__all__ = ['FASHION_CLASSES', 'SPLITS', 'SOURCES', 'IDX_MD5', 'IDX_DTYPES', 'IDX_STEMS', 'FASHION_ALTERNATIVE', 'OFFLINE_VERSION',
+           'OFFLINE_SIZES', 'fashion_features', 'png_value', 'fashion_dataset', 'unpack_idx', 'read_idx',
+           'fashion_search_dirs', 'find_idx', 'load_local_fashion', 'load_hub_fashion', 'cached_dataset',
+           'load_offline_fashion', 'load_fashion_mnist', 'fashion_tensors', 'class_examples']
 
 # %% ../nbs/00_data.ipynb #4b82a586
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -141,229 +135,6 @@ def load_hub_fashion(split: str = "train", hub_id=None) -> datasets.Dataset:
     ds.info.description = f"the Hugging Face Hub: {hub_id}"
     return ds
 
-# %% ../nbs/00_data.ipynb #9a7dd241
-def sd_box(u, v, cu, cv, hu, hv):
-    "Signed distance to an axis-aligned box centred at (cu, cv) with half-sizes (hu, hv)."
-    qu, qv = (u - cu).abs() - hu, (v - cv).abs() - hv
-    return torch.hypot(qu.clamp(min=0), qv.clamp(min=0)) + torch.maximum(qu, qv).clamp(max=0)
-
-def sd_segment(u, v, au, av, bu, bv, r):
-    "Signed distance to a thick line (a capsule) from (au, av) to (bu, bv) with radius `r`."
-    pu, pv, du, dv = u - au, v - av, bu - au, bv - av
-    h = ((pu * du + pv * dv) / (du * du + dv * dv)).clamp(0, 1)
-    return torch.hypot(pu - h * du, pv - h * dv) - r
-
-def sd_ellipse(u, v, cu, cv, ru, rv):
-    "Approximate signed distance to an ellipse (exact for circles)."
-    return (torch.hypot((u - cu) / ru, (v - cv) / rv) - 1) * torch.minimum(torch.as_tensor(ru), torch.as_tensor(rv))
-
-# %% ../nbs/00_data.ipynb #4023dbc6
-def sd_trapezoid(u, v, cu, v0, v1, w0, w1):
-    "Approximate signed distance to a vertical trapezoid: half-width `w0` at the top `v0` to `w1` at the bottom `v1`."
-    t = ((v - v0) / (v1 - v0)).clamp(0, 1)
-    slope_cos = (v1 - v0) / torch.hypot(torch.as_tensor(v1 - v0), torch.as_tensor(w1 - w0))
-    return torch.maximum(torch.maximum(v0 - v, v - v1), ((u - cu).abs() - (w0 + (w1 - w0) * t)) * slope_cos)
-
-def sd_ring(u, v, cu, cv, radius, half_width):
-    "Signed distance to a ring (a circle's outline) of `radius` and thickness 2 × `half_width`."
-    return (torch.hypot(u - cu, v - cv) - radius).abs() - half_width
-
-def union(a, b):
-    "The shape covered by `a` or `b`, from their signed distances."
-    return torch.minimum(a, b)
-
-def subtract(a, b):
-    "The shape `a` with `b` cut out of it, from their signed distances."
-    return torch.maximum(a, -b)
-NOTHING = 9.0  # a distance so large the shape draws nothing: how a garment "drops" an optional part
-
-# %% ../nbs/00_data.ipynb #878eef3b
-class Params:
-    "Per-image random parameters from `rng`, shaped (n, 1, 1) to broadcast over an image grid; `note` keeps attributes."
-    def __init__(self, rng: np.random.Generator, n: int, coarse: bool = False):
-        self.rng, self.n, self.coarse, self.attributes = rng, n, coarse, {}  # coarse: patterns for chapter 5's latents
-    def __call__(self, lo, hi): return torch.from_numpy(self.rng.uniform(lo, hi, (self.n, 1, 1)).astype(np.float32))
-    def coin(self, p): return torch.from_numpy(self.rng.random((self.n, 1, 1)) < p)
-    def note(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        "Keep `value` (one per image) as the attribute `name` of the images being drawn; returns it."
-        self.attributes[name] = value.flatten(); return value
-
-def line_shade(sd_line, depth):
-    "A brightness multiplier that darkens by `depth` the pixels inside `sd_line` (seams, openings, buttons)."
-    return 1 - depth * (sd_line < 0).float()
-
-# %% ../nbs/00_data.ipynb #f62d43ec
-def garment_coords(p: Params, size: int = 28):
-    "Pixel centres mapped into each garment's frame; also returns one pixel's width in garment units."
-    lin = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
-    y, x = torch.meshgrid(lin, lin, indexing="ij")
-    scale, aspect, angle = p(0.78, 1.0), p(0.85, 1.15), p(-0.14, 0.14)  # angle in radians: about ±8°
-    p.note("size", scale)  # how much of the frame the garment fills
-    x, y = x - p(-0.07, 0.07), y - p(-0.07, 0.07)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    return (cos * x + sin * y) / (scale * aspect), (-sin * x + cos * y) / (scale / aspect), 2 / (size * scale)
-
-# %% ../nbs/00_data.ipynb #207ac063
-PATTERNS = ("plain", "horizontal stripes", "vertical stripes", "checks", "speckled")  # fabric's kinds, in order
-
-def fabric(u, v, p: Params):
-    "Per-image brightness × texture × shading, in the garment's frame (so patterns turn with it)."
-    kind = p.note("pattern", torch.from_numpy(p.rng.choice(5, size=(p.n, 1, 1), p=[0.4, 0.15, 0.15, 0.15, 0.15])))  # PATTERNS
-    freq, phase, depth = p(4, 9), p(0, 2 * math.pi), p(0.15, 0.45)
-    if p.coarse: freq, depth = freq / 2, depth + 0.2  # wide, strong stripes: what a 4×8×8 latent of 32×32 pixels keeps
-    rows, cols = torch.sin(freq * math.pi * v + phase), torch.sin(freq * math.pi * u + phase)
-    speckle = torch.from_numpy(p.rng.random((p.n, *u.shape[1:]), dtype=np.float32)) * 2 - 1
-    if p.coarse:  # blotches of 4×4 pixels (one latent cell each), from the same random numbers
-        speckle = speckle[:, ::4, ::4].repeat_interleave(4, 1).repeat_interleave(4, 2)[:, :u.shape[1], :u.shape[2]]
-    pattern = torch.stack([torch.zeros_like(u), rows, cols, rows * cols, speckle]).gather(0, kind[None].expand(1, *u.shape))[0]
-    shading = 1 - p(0.0, 0.35) * (v * p(-1, 1) + u * p(-0.5, 0.5)).clamp(-1, 1).abs()
-    brightness = p.note("brightness", p(0.3, 1.0))
-    return brightness * shading * (1 - depth * (pattern * 0.5 + 0.5))
-
-# %% ../nbs/00_data.ipynb #7f3baaa4
-def render_garments(draw, p: Params, size: int = 28) -> torch.Tensor:
-    "Draw `p.n` garments with `draw` as a uint8 tensor (n, size, size)."
-    u, v, pixel = garment_coords(p, size)
-    sd, shade = draw(u, v, p)
-    coverage = (0.5 - sd / pixel).clamp(0, 1)  # distance in pixels -> partial ink on the edge
-    return ((coverage * fabric(u, v, p) * shade).clamp(0, 1) * 255).round().to(torch.uint8)
-
-# %% ../nbs/00_data.ipynb #b1c12472
-def torso_neck_sleeves(u, v, p, top, bottom, shoulder, hem, sleeve_end_u, sleeve_end_v, sleeve_width):
-    "A top's outline: a trapezoid torso, two sleeves from the shoulders, and the neckline cut out."
-    body = sd_trapezoid(u, v, 0.0, top, bottom, shoulder, hem)
-    sleeves = union(sd_segment(u, v, -shoulder + 0.06, top + 0.12, -sleeve_end_u, sleeve_end_v, sleeve_width),
-                    sd_segment(u, v, shoulder - 0.06, top + 0.12, sleeve_end_u, sleeve_end_v, sleeve_width))
-    return body, sleeves, sd_ellipse(u, v, 0.0, top, shoulder * p(0.3, 0.45), p(0.08, 0.16))
-
-def draw_tshirt(u, v, p):
-    top, shoulder, sleeve = p(-0.7, -0.55), p(0.38, 0.5), p(0.22, 0.4)
-    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, p(0.7, 0.85), shoulder, p(0.36, 0.48),
-                                             shoulder + sleeve, top + 0.15 + sleeve * p(0.5, 1.0), p(0.12, 0.18))
-    sleeves = torch.where(p.coin(0.15), NOTHING, sleeves)  # tops without sleeves
-    return subtract(union(body, sleeves), neck), 1.0
-
-# %% ../nbs/00_data.ipynb #26e22fe1
-def draw_shirt(u, v, p):
-    top, shoulder, long = p(-0.72, -0.58), p(0.36, 0.48), p.coin(0.6)
-    end_u = torch.where(long, shoulder + p(0.28, 0.42), shoulder + p(0.2, 0.34))
-    end_v = torch.where(long, p(0.45, 0.8), top + p(0.3, 0.5))
-    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, p(0.7, 0.9), shoulder, p(0.36, 0.46), end_u, end_v, p(0.1, 0.15))
-    collar = union(sd_segment(u, v, 0.0, top + 0.2, -0.2, top, 0.05), sd_segment(u, v, 0.0, top + 0.2, 0.2, top, 0.05))
-    placket = sd_box(u, v, 0.0, 0.1, 0.02, 0.75)
-    buttons = sd_ellipse(u, v, 0.0, torch.round((v + 0.05) * 4) / 4 - 0.05, 0.04, 0.04)
-    shade = line_shade(collar, 0.35) * line_shade(placket, p(0.2, 0.5)) * line_shade(buttons, p(0.0, 0.6))
-    return subtract(union(body, sleeves), neck + 0.05), shade
-
-# %% ../nbs/00_data.ipynb #f7eafb2b
-def draw_pullover(u, v, p):
-    top, shoulder, hem = p(-0.68, -0.55), p(0.38, 0.5), p(0.6, 0.8)
-    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, hem, shoulder, p(0.38, 0.48),
-                                             shoulder + p(0.3, 0.45), p(0.55, 0.85), p(0.11, 0.16))
-    ribbed_hem = (v > hem - 0.12).float() * p(0.0, 0.4)
-    return subtract(union(body, sleeves), neck), 1 - ribbed_hem
-
-# %% ../nbs/00_data.ipynb #8e9e74f9
-def draw_coat(u, v, p):
-    top, shoulder = p(-0.78, -0.62), p(0.4, 0.52)
-    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, p(0.82, 0.95), shoulder, p(0.42, 0.56),
-                                             shoulder + p(0.3, 0.42), p(0.6, 0.88), p(0.12, 0.17))
-    opening = sd_segment(u, v, p(-0.06, 0.06), top + 0.1, p(-0.06, 0.06), 1.0, 0.025)
-    lapels = union(sd_segment(u, v, -0.2, top, 0.0, top + 0.4, 0.04), sd_segment(u, v, 0.2, top, 0.0, top + 0.4, 0.04))
-    pockets = union(sd_box(u, v, -0.25, 0.45, 0.1, 0.015), sd_box(u, v, 0.25, 0.45, 0.1, 0.015))
-    shade = line_shade(opening, p(0.05, 0.7)) * line_shade(lapels, p(0.1, 0.4)) * line_shade(pockets, p(0.0, 0.5))
-    return subtract(union(body, sleeves), neck - 0.03), shade
-
-# %% ../nbs/00_data.ipynb #04090ed4
-def draw_dress(u, v, p):
-    top, waist = p(-0.85, -0.7), p(-0.3, -0.05)
-    bodice = sd_trapezoid(u, v, 0.0, top, waist, p(0.2, 0.32), p(0.16, 0.24))
-    skirt = sd_trapezoid(u, v, 0.0, waist, p(0.8, 0.95), p(0.18, 0.26), p(0.38, 0.75))
-    sleeves = union(sd_segment(u, v, -0.2, top + 0.1, -p(0.35, 0.5), top + p(0.2, 0.4), 0.09),
-                    sd_segment(u, v, 0.2, top + 0.1, p(0.35, 0.5), top + p(0.2, 0.4), 0.09))
-    sleeves = torch.where(p.coin(0.65), NOTHING, sleeves)
-    return union(union(bodice, skirt), sleeves), line_shade(sd_box(u, v, 0.0, waist, 1.0, 0.025), p(0.0, 0.5))
-
-# %% ../nbs/00_data.ipynb #cb30e984
-def draw_trouser(u, v, p):
-    waist, hem, half, crotch = p(-0.9, -0.75), p(0.85, 0.97), p(0.2, 0.3), p(-0.45, -0.2)
-    flare, leg = p(-0.08, 0.1), p(0.13, 0.2)
-    hips = sd_box(u, v, 0.0, (waist + crotch) / 2, half + leg * 0.6, (crotch - waist) / 2)
-    legs = union(sd_segment(u, v, -half + 0.02, crotch, -half - flare, hem, leg),
-                 sd_segment(u, v, half - 0.02, crotch, half + flare, hem, leg))
-    return union(hips, legs), line_shade(sd_box(u, v, 0.0, waist + 0.05, 1.0, 0.03), p(0.0, 0.4))
-
-# %% ../nbs/00_data.ipynb #66003f0f
-def sole(u, v, toe, heel, base, thick): return sd_box(u, v, (toe + heel) / 2, base, (heel - toe) / 2, thick)
-
-def shoe_upper(u, v, p, toe, heel, base, collar):
-    "A shoe body whose top edge rises from the toe to the ankle `collar` height."
-    t = ((u - toe) / (heel - toe)).clamp(0, 1)
-    top_edge = base - 0.25 - (base - 0.25 - collar) * t.pow(p(0.7, 1.5))
-    return torch.maximum(torch.maximum(top_edge - v, v - base), torch.maximum(toe - u, u - heel))
-
-def draw_sneaker(u, v, p):
-    toe, heel, base = p(-0.95, -0.8), p(0.8, 0.95), p(0.2, 0.4)
-    upper = union(shoe_upper(u, v, p, toe, heel, base, base - p(0.6, 0.85)),
-                  sd_ellipse(u, v, toe + 0.25, base - 0.15, 0.26, p(0.18, 0.28)))
-    laces = sd_segment(u, v, toe + 0.45, base - 0.3, heel - 0.45, base - p(0.45, 0.6), 0.03)
-    stripe = sd_segment(u, v, toe + 0.6, base - 0.05, heel - 0.3, base - 0.35, 0.03)
-    shade = line_shade(laces, p(0.0, 0.5)) * line_shade(stripe, p(0.0, 0.6)) * (1 - 0.35 * (v > base).float())
-    return union(upper, sole(u, v, toe - 0.02, heel + 0.02, base + 0.04, p(0.04, 0.08))), shade
-
-# %% ../nbs/00_data.ipynb #83031ba2
-def draw_boot(u, v, p):
-    toe, heel, base, shaft_top = p(-0.95, -0.8), p(0.8, 0.95), p(0.4, 0.6), p(-0.9, -0.6)
-    foot = shoe_upper(u, v, p, toe, heel, base, base - p(0.5, 0.7))
-    shaft = sd_box(u, v, (heel + 0.1) / 2, (base + shaft_top) / 2, (heel - 0.1) / 2, (base - shaft_top) / 2)
-    heel_block = sd_box(u, v, heel - 0.15, base + 0.1, 0.15, p(0.05, 0.18))
-    zip_line = sd_segment(u, v, heel - 0.3, base - 0.2, heel - 0.3, -0.85, 0.025)
-    outline = union(union(foot, shaft), union(heel_block, sole(u, v, toe, heel, base + 0.03, 0.04)))
-    return outline, line_shade(zip_line, p(0.0, 0.4))
-
-# %% ../nbs/00_data.ipynb #0e0b11df
-def draw_sandal(u, v, p):
-    toe, heel, base, strap = p(-0.95, -0.8), p(0.8, 0.95), p(0.3, 0.5), p(0.03, 0.055)
-    arch = lambda cu, radius: torch.maximum(sd_ring(u, v, cu, base, radius, strap), v - base)  # upper half-ring
-    front, middle = arch(toe + p(0.3, 0.5), p(0.2, 0.35)), arch(p(-0.15, 0.15), p(0.2, 0.4))
-    ankle = sd_ring(u, v, heel - p(0.25, 0.35), base - p(0.4, 0.6), p(0.15, 0.25), strap)
-    back = sd_segment(u, v, heel - 0.05, base, heel - 0.2, base - p(0.4, 0.6), strap)
-    heel_height = p(0.0, 0.3)
-    heel_block = sd_box(u, v, heel - 0.12, base + heel_height / 2, 0.08, heel_height / 2)
-    straps = torch.where(p.coin(0.25), union(front, back), union(union(front, middle), union(ankle, back)))
-    return union(union(sole(u, v, toe, heel, base, p(0.03, 0.07)), heel_block), straps), 1.0
-
-# %% ../nbs/00_data.ipynb #5c9938e9
-def draw_bag(u, v, p):
-    top = p(-0.35, -0.05)
-    body = sd_trapezoid(u, v, 0.0, top, p(0.6, 0.85), p(0.5, 0.8), p(0.6, 0.9))
-    handle = torch.maximum(sd_ring(u, v, 0.0, top, p(0.25, 0.5), p(0.03, 0.07)), v - top)
-    handle = torch.where(p.coin(0.75), handle, NOTHING)  # clutches have none
-    return union(body, handle), line_shade(sd_box(u, v, 0.0, top + p(0.15, 0.35), 1.0, 0.02), p(0.0, 0.5))
-
-# %% ../nbs/00_data.ipynb #c2324e84
-DRAWERS = [draw_tshirt, draw_trouser, draw_pullover, draw_dress, draw_coat,
-           draw_sandal, draw_shirt, draw_sneaker, draw_bag, draw_boot]  # in FASHION_CLASSES order
-
-# %% ../nbs/00_data.ipynb #f83edc7a
-def draw_class(label: int, n: int, seed=0, size: int = 28) -> torch.Tensor:
-    "`n` drawn garments of class `label` (an index into `FASHION_CLASSES`) as uint8 n×size×size; same seed, same pixels."
-    check_choice("label", label, range(len(DRAWERS)))
-    return render_garments(DRAWERS[label], Params(np.random.default_rng(seed), n), size)
-
-# %% ../nbs/00_data.ipynb #f2d272d0
-def draw_fashion(n: int, seed=0, size: int = 28, with_attributes: bool = False, coarse_patterns: bool = False):
-    "`n` procedural Fashion-like images (uint8 n×size×size) and labels, balanced and shuffled, and on request their attributes."
-    if n < 0: raise ValueError(f"`n` must be >= 0; got {n}.")
-    rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % len(DRAWERS))
-    images, attributes = torch.empty(n, size, size, dtype=torch.uint8), {}
-    for label, draw in enumerate(DRAWERS):
-        idx, p = torch.from_numpy(np.flatnonzero(labels == label)), Params(rng, int((labels == label).sum()), coarse_patterns)
-        images[idx] = render_garments(draw, p, size)
-        for name, values in p.attributes.items(): attributes.setdefault(name, torch.empty(n, dtype=values.dtype))[idx] = values
-    return (images, torch.from_numpy(labels)) + ((attributes,) if with_attributes else ())
-
 # %% ../nbs/00_data.ipynb #fdb713d3
 def cached_dataset(folder: Path, build) -> datasets.Dataset:
     "The `Dataset` saved in `folder`, else `build()`'s, saved there first (written beside it and renamed: atomic)."
@@ -390,91 +161,6 @@ def load_offline_fashion(split: str = "train", seed=None, cache_dir=None, n=None
         return fashion_dataset(images.numpy(), labels.numpy(), f"offline: the course's procedural Fashion-like set "
                                f"(seed {seed}), drawn by course_lib.data, not the real Fashion-MNIST")
     return cached_dataset(folder, build)
-
-# %% ../nbs/00_data.ipynb #646089b1
-PALETTE = {"red": (0.9, 0.16, 0.14), "orange": (0.96, 0.52, 0.08), "yellow": (0.94, 0.86, 0.12), "green": (0.18, 0.72, 0.22),
-           "cyan": (0.1, 0.78, 0.82), "blue": (0.2, 0.36, 0.95), "purple": (0.58, 0.24, 0.86), "pink": (0.96, 0.42, 0.72),
-           "white": (1.0, 1.0, 1.0), "grey": (0.52, 0.52, 0.52)}  # 8 hues, then white and grey
-COLOUR_SIZE = 32
-
-def draw_colour_fashion(n: int, seed=0, size: int = COLOUR_SIZE):
-    "`n` garments (uint8 n×size×size×3), labels and attributes (colour, pattern, size); each garment one `PALETTE` colour."
-    gray, labels, attributes = draw_fashion(n, seed, size, with_attributes=True, coarse_patterns=True)
-    colours = torch.from_numpy(np.random.default_rng([*np.ravel(seed), 7]).integers(len(PALETTE), size=n))  # a stream of its own
-    shape = gray.float() / 255 / attributes.pop("brightness")[:, None, None]  # the colour sets the brightness now
-    tint = torch.tensor(list(PALETTE.values()))[colours]
-    images = (shape.clamp(0, 1)[..., None] * tint[:, None, None, :] * 255).round().to(torch.uint8)
-    return images, labels, attributes | {"colour": colours}
-
-# %% ../nbs/00_data.ipynb #a30a84ca
-def garment_colours(images: torch.Tensor) -> torch.Tensor:
-    "The `PALETTE` index of each garment in uint8 `images` N×H×W×3, measured from its pixels (no learned judge)."
-    x = images.float().flatten(1, 2) / 255                        # N×pixels×3
-    value = x.max(-1).values                                       # N×pixels
-    garment = value > 0.1                                          # the background is black
-    chroma = (x / value.clamp(min=1e-6)[..., None] * garment[..., None]).sum(1) / garment.sum(1, keepdim=True).clamp(min=1)
-    palette = torch.tensor(list(PALETTE.values()))
-    nearest = torch.cdist(chroma, palette / palette.max(-1, keepdim=True).values).argmin(-1)
-    white, grey = list(PALETTE).index("white"), list(PALETTE).index("grey")
-    bright = torch.nanquantile(value.masked_fill(~garment, float("nan")), 0.95, dim=1) > 0.65  # white's brightest vs grey's
-    achromatic = (nearest == white) | (nearest == grey)
-    return torch.where(achromatic, torch.where(bright, white, grey), nearest)
-
-# %% ../nbs/00_data.ipynb #6e301a6b
-CLASS_NOUNS = (("t-shirt", "tee", "top"), ("trousers", "pants", "jeans"), ("pullover", "sweater", "jumper"),
-               ("dress", "gown"), ("coat", "jacket"), ("sandal", "flip-flop"), ("shirt", "blouse"),
-               ("sneaker", "trainer"), ("bag", "handbag", "purse"), ("ankle boot", "boot"))  # in FASHION_CLASSES order
-PATTERN_WORDS = (("plain",), ("striped", "horizontally striped"), ("striped", "vertically striped"),
-                 ("checked", "checkered"), ("speckled", "mottled"))  # in PATTERNS order
-COLOUR_TEMPLATES = {"train": ("a {garment}", "a photo of a {garment}", "{garment} on a dark background",
-                              "product shot: {garment}", "a picture of a {garment}"),
-                    "test": ("an image of a {garment}", "here is a {garment}", "my {garment}")}
-
-# %% ../nbs/00_data.ipynb #e045a803
-def describe_garment(label: int, colour: int, pattern: int, rng, split: str = "train") -> str:
-    "A true caption of one garment: its class (a synonym), often its colour and pattern, in a template of `split`."
-    words = [list(PALETTE)[colour]] if rng.random() < 0.9 else []
-    if pattern or rng.random() < 0.3: words.append(rng.choice(PATTERN_WORDS[pattern]))  # "plain" is said less often
-    if len(words) == 2 and rng.random() < 0.5: words.reverse()  # "striped red" as well as "red striped"
-    garment = " ".join([*words, rng.choice(CLASS_NOUNS[label])])
-    return re.sub(r"\ba (?=[aeiou])", "an ", rng.choice(COLOUR_TEMPLATES[check_choice("split", split, SPLITS)]).format(garment=garment))
-
-def colour_captions(labels, colours, patterns, split: str = "train", seed: int = 0) -> list[str]:
-    "One true caption per garment (see `describe_garment`), the same for the same `seed`."
-    rng = random.Random(f"colour-captions-{split}-{seed}")
-    return [describe_garment(int(l), int(c), int(p), rng, split) for l, c, p in zip(labels, colours, patterns)]
-
-# %% ../nbs/00_data.ipynb #63cf6985
-COLOUR_VERSION = 2  # 2: coarse patterns (a 4×8×8 latent lost version 1's fine checks and speckle)
-
-def colour_features() -> datasets.Features:
-    "The colour variant's columns: the image, its class, colour and pattern (named), its size, and a true caption."
-    return datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=FASHION_CLASSES),
-                              "colour": datasets.ClassLabel(names=list(PALETTE)), "pattern": datasets.ClassLabel(names=list(PATTERNS)),
-                              "size": datasets.Value("float32"), "caption": datasets.Value("string")})
-
-def load_colour_fashion(split: str = "train", seed=None, cache_dir=None, n=None) -> datasets.Dataset:
-    "The colour variant's `split` (60k train, 10k test, or `n` images) with its attributes and a true caption each; cached."
-    check_choice("split", split, SPLITS)
-    seed, n = int(settings.get("offline_seed", seed)), OFFLINE_SIZES[split] if n is None else n
-    folder = settings.get_path("cache_dir", cache_dir) / f"fashion-colour-v{COLOUR_VERSION}-seed{seed}-{split}-{n}"
-    def build():
-        images, labels, attributes = draw_colour_fashion(n, seed=(seed, SPLITS.index(split)))
-        columns = {"image": [png_value(a) for a in images.numpy()], "label": labels.numpy(),
-                   "colour": attributes["colour"].numpy(), "pattern": attributes["pattern"].numpy(), "size": attributes["size"].numpy(),
-                   "caption": colour_captions(labels, attributes["colour"], attributes["pattern"], split, seed)}
-        info = datasets.DatasetInfo(description=f"the course's colour garments (seed {seed})", features=colour_features())
-        return datasets.Dataset.from_dict(columns, features=colour_features(), info=info)
-    return cached_dataset(folder, build)
-
-# %% ../nbs/00_data.ipynb #10834d89
-COLOUR_COLUMNS = ("label", "colour", "pattern")
-
-def colour_tensors(ds: datasets.Dataset, device=None) -> dict[str, torch.Tensor]:
-    "The colour set `ds` as tensors on `device`: uint8 'images' N×32×32×3 and int64 'label', 'colour' and 'pattern'."
-    dev = get_device(device)  # np.asarray first: torch.as_tensor reads a datasets Column one row at a time (20 s for 60k)
-    images = torch.from_numpy(np.stack([np.asarray(image, dtype=np.uint8) for image in ds["image"]])).to(dev)
-    return {"images": images} | {name: torch.as_tensor(np.asarray(ds[name]), dtype=torch.long, device=dev) for name in COLOUR_COLUMNS}
 
 # %% ../nbs/00_data.ipynb #42dbfb76
 def load_fashion_mnist(split: str = "train", source=None, data_dir=None, hub_id=None, seed=None, verbose=True) -> datasets.Dataset:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .conditioning import N_CLASSES, generate_from_class
 from .core import get_device, note_source, seeded
-from .training import cache_path, epoch_batches, prefixed, read_checkpoint, save_checkpoint, train, unit_images
+from .training import cache_path, epoch_batches, prefixed, read_checkpoint, save_checkpoint, train
 
 # %% auto #0
 __all__ = ['GUIDANCE_SWEEP_PATH', 'FashionClassifier', 'train_classifier', 'classifier_outputs', 'class_accuracy',

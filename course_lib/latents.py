@@ -8,115 +8,22 @@ Docs: https://sd-course.github.io/course_lib/latents.html.md"""
 
 # %% ../nbs/02_latents.ipynb #abe3b839
 from __future__ import annotations
-import contextlib, importlib.resources, math, os, sys, time
+import importlib.resources, math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
-from torch.profiler import ProfilerActivity, profile
-from torch.utils.benchmark import Timer
 from tqdm.auto import tqdm
 
-from .conditioning import generate_from_class, make_class_unet
-from .core import check_choice, derived_generator, get_device, seeded, settings
-from .data import draw_class
-from .models import downsampling_factor, load_vae
-from .training import (cache_path, cached_pretrained, epoch_batches, fashion_batches, pick_preset, preset_label,
-                                 preset_values, train, unit_images)
+from .core import check_choice
+from .garments import draw_class
+from .models import downsampling_factor
 
 # %% auto #0
-__all__ = ['ATTENTION_PROCESSORS', 'SAMPLE_SCENE', 'attention_block', 'native_stderr_silenced', 'peak_memory', 'time_and_memory',
-           'attention_cost', 'plot_attention_cost', 'check_vae_images', 'scale_latents', 'encode', 'decode',
-           'draw_sample_scene', 'load_sample_scene', 'plot_latent_channels', 'psnr', 'make_fashion_vae', 'vae_loss',
-           'latent_scaling_factor', 'measured_scaling_factor', 'train_vae', 'fashion_vae_path', 'fashion_vae',
-           'reconstruction_psnr', 'encode_fashion', 'make_latent_unet', 'generate_latent_class']
-
-# %% ../nbs/02_latents.ipynb #4d8f2972
-ATTENTION_PROCESSORS = {"classic": AttnProcessor, "sdpa": AttnProcessor2_0}
-
-def attention_block(channels: int = 64, heads: int = 1, kind: str = "classic", seed: int = 0) -> Attention:
-    "A diffusers self-attention block over `channels`-wide maps, built like `AttnDownBlock2D`'s; `kind` picks the kernel."
-    check_choice("kind", kind, tuple(ATTENTION_PROCESSORS))
-    with seeded(seed):
-        block = Attention(channels, heads=heads, dim_head=channels // heads, norm_num_groups=min(32, channels),
-                          residual_connection=True, bias=True, upcast_softmax=True)
-    block.set_processor(ATTENTION_PROCESSORS[kind]())
-    return block.eval()
-
-# %% ../nbs/02_latents.ipynb #eaffb2b0
-@contextlib.contextmanager
-def native_stderr_silenced():
-    "Send what native code writes to file descriptor 2 to /dev/null meanwhile (Python's own `sys.stderr` is flushed first)."
-    sys.stderr.flush(); saved = os.dup(2)
-    with open(os.devnull, "w") as null: os.dup2(null.fileno(), 2)
-    try: yield
-    finally: os.dup2(saved, 2); os.close(saved)
-
-# %% ../nbs/02_latents.ipynb #6cb28ea9
-def peak_memory(fn, device=None) -> int:
-    "Bytes of tensor memory that `fn()` holds at its peak beyond what was held before (CUDA counter, or profiler on CPU)."
-    dev = get_device(device)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev); before = torch.cuda.memory_allocated(dev)
-        torch.cuda.reset_peak_memory_stats(dev); fn(); torch.cuda.synchronize(dev)
-        return torch.cuda.max_memory_allocated(dev) - before
-    profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with native_stderr_silenced(): profiler.start()
-    try: fn()
-    finally:
-        with native_stderr_silenced(): profiler.stop()
-    held = peak = 0
-    for event in sorted(profiler.events(), key=lambda e: e.time_range.start):  # allocations (+) and releases (-) in order
-        held += event.self_cpu_memory_usage; peak = max(peak, held)
-    return peak
-
-# %% ../nbs/02_latents.ipynb #c0d8c878
-def time_and_memory(block, x: torch.Tensor, min_run_time: float = 0.2) -> tuple[float, int]:
-    "Median seconds of `block(x)` (`torch.utils.benchmark`: warm-up, repeats, CUDA syncs) and the peak bytes it holds."
-    with torch.no_grad():
-        seconds = Timer("block(x)", globals={"block": block, "x": x}).blocked_autorange(min_run_time=min_run_time).median
-        return seconds, peak_memory(lambda: block(x), x.device)
-
-# %% ../nbs/02_latents.ipynb #c1a7f0d3
-def attention_cost(sizes=(32, 64, 128), channels: int = 64, kinds=("classic", "sdpa"), batch_size: int = 1,
-                   min_run_time: float = 0.2, device=None, progress: bool = True) -> pd.DataFrame:
-    "Seconds (median) and peak memory of one attention block on `size`×`size` feature maps, per kernel."
-    sizes, dev, rows = list(sizes), get_device(device), []
-    if not sizes or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes):
-        raise ValueError(f"`sizes` must be positive ints (feature-map sides in pixels); got {sizes!r}.")
-    for kind in kinds:
-        block = attention_block(channels, kind=kind).to(dev)
-        for size in tqdm(sizes, desc=f"{kind} attention", disable=not progress, leave=False):
-            seconds, peak = time_and_memory(block, torch.randn(batch_size, channels, size, size, device=dev), min_run_time)
-            rows.append({"kernel": kind, "size": size, "tokens": size * size, "seconds": seconds,
-                         "peak MiB": peak / 2**20, "score matrix MiB": batch_size * (size * size) ** 2 * 4 / 2**20})
-    table = pd.DataFrame(rows)
-    for column in ("seconds", "peak MiB"):  # each size against the one before it: 4x the tokens
-        table[f"{column} ×"] = table.groupby("kernel")[column].transform(lambda s: s / s.shift())
-    return table.assign(device=str(dev))
-
-# %% ../nbs/02_latents.ipynb #14877071
-def plot_attention_cost(table: pd.DataFrame):
-    "Time and peak memory of attention against feature-map size, one line per kernel, log-log, with the N² slope."
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, column in zip(axes, ("seconds", "peak MiB")):
-        for kind, rows in table.groupby("kernel", sort=False):
-            ax.plot(rows["size"], rows[column], "o-", label=kind)
-        first = table[table["kernel"] == table["kernel"].iloc[0]]
-        ax.plot(first["size"], first[column].iloc[0] * (first["size"] / first["size"].iloc[0]) ** 4, "k:", lw=1,
-                label="∝ N² (16× per doubling)")
-        ax.set(xscale="log", yscale="log", xlabel="feature map side (px)", ylabel=column, xticks=list(first["size"]),
-               xticklabels=[str(s) for s in first["size"]])
-        ax.set_xticks([], minor=True)  # log axes add minor labels like 3×10¹ that collide with ours
-    axes[0].legend(); fig.suptitle(f"One self-attention block on {table['device'].iloc[0]}")
-    fig.tight_layout(); plt.close(fig)
-    return fig
+__all__ = ['SAMPLE_SCENE', 'check_vae_images', 'scale_latents', 'encode', 'decode', 'draw_sample_scene', 'load_sample_scene',
+           'plot_latent_channels', 'psnr']
 
 # %% ../nbs/02_latents.ipynb #a54d99d8
 def check_vae_images(vae, images: torch.Tensor) -> torch.Tensor:
@@ -208,93 +115,3 @@ def psnr(reference: torch.Tensor, reconstruction: torch.Tensor) -> float:
     "Peak signal-to-noise ratio in dB of `reconstruction` against `reference`, both in [0, 1]: 10·log10(1 / MSE)."
     mse = F.mse_loss(reconstruction.float().cpu(), reference.float().cpu()).item()
     return 10 * math.log10(1 / max(mse, 1e-12))
-
-# %% ../nbs/02_latents.ipynb #1eb8a73a
-def make_fashion_vae(preset=None, seed: int = 0) -> AutoencoderKL:
-    "An untrained `AutoencoderKL` for 1×32×32 images -> 4-channel latents, sized by VAE `preset` (name, dict or None)."
-    p = preset_values(preset, "vae")
-    channels = tuple(p["block_out_channels"])
-    with seeded(seed):
-        return AutoencoderKL(in_channels=1, out_channels=1, latent_channels=4, sample_size=32, block_out_channels=channels,
-                             down_block_types=("DownEncoderBlock2D",) * len(channels),
-                             up_block_types=("UpDecoderBlock2D",) * len(channels),
-                             layers_per_block=p["layers_per_block"], norm_num_groups=8)
-
-# %% ../nbs/02_latents.ipynb #0af848aa
-def vae_loss(vae, x: torch.Tensor, kl_weight: float, generator: torch.Generator | None = None,
-             bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "(total, reconstruction MSE, KL per pixel) for images `x` in [-1, 1] through a sampled latent."
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        posterior = vae.encode(x).latent_dist
-        reconstruction = vae.decode(posterior.sample(generator=generator)).sample
-    reconstruction_loss = F.mse_loss(reconstruction.float(), x)
-    kl = posterior.kl().float().mean() / x[0].numel()  # per pixel, so kl_weight does not depend on the image size
-    return reconstruction_loss + kl_weight * kl, reconstruction_loss, kl
-
-# %% ../nbs/02_latents.ipynb #7c3af42f
-def latent_scaling_factor(latents: torch.Tensor) -> float:
-    "1 / the standard deviation of unscaled `latents` (as the LDM paper chose SD's 0.18215)."
-    std = latents.float().std().item()
-    if not math.isfinite(std) or std == 0:
-        raise ValueError(f"`latents` must vary (std {std}); got shape {tuple(latents.shape)}.")
-    return 1 / std
-
-# %% ../nbs/02_latents.ipynb #c072d5be
-@torch.no_grad()
-def measured_scaling_factor(vae, images: torch.Tensor, seed: int = 0) -> float:
-    "SD's recipe: 1 / the std of `vae`'s (unscaled, sampled) latents of up to 2,000 uint8 training `images`."
-    x, = next(fashion_batches(images[:2000], batch_size=2000, generator=derived_generator(seed, "scaling batch")))
-    latents = vae.encode(x.to(vae.device)).latent_dist.sample(generator=derived_generator(seed, "scaling noise", device=vae.device))
-    return latent_scaling_factor(latents)
-
-# %% ../nbs/02_latents.ipynb #f7e48516
-def train_vae(vae, images: torch.Tensor, preset=None, *, seed: int = 0, max_steps: int | None = None, device=None,
-              progress: bool = True) -> dict:
-    "Train `vae` on uint8 `images` N×28×28 with VAE `preset`, then set its scaling factor; returns the run's record."
-    p, dev = preset_values(preset, "vae"), get_device(device)
-    n = min(p["train_samples"], len(images))
-    run = dict(epochs=p["epochs"], steps_per_epoch=math.ceil(n / p["batch_size"]), batch_size=p["batch_size"],
-               learning_rate=p["learning_rate"], lr_schedule="cosine", mixed_precision=p["mixed_precision"] or "no",
-               preset=preset_label(preset))
-    loss = lambda vae, batch, generator, bf16: vae_loss(vae, batch[0], p["kl_weight"], generator, bf16)
-    record = train(vae, loss, epoch_batches(images[:n].to(dev), None, p["batch_size"], seed), run, seed=seed,
-                   max_steps=max_steps, device=device, progress=progress, what="Fashion VAE", logged=("reconstruction", "kl"))
-    vae.register_to_config(scaling_factor=measured_scaling_factor(vae, images[:n], seed))
-    return record | {"preset": p}
-
-# %% ../nbs/02_latents.ipynb #d6ac5f17
-def fashion_vae_path(images: torch.Tensor, preset=None, seed: int = 0, cache_dir=None):
-    "The cache folder of the Fashion VAE that `preset` and `seed` train on `images` (the course's `cache_path` rule)."
-    recipe = preset_values(preset, "vae") | {"seed": seed}
-    return cache_path(f"fashion-vae-{preset_label(preset)}", recipe, (images,), cache_dir=cache_dir)
-
-def fashion_vae(images: torch.Tensor, preset=None, seed: int = 0, cache_dir=None, device=None,
-                progress: bool = True) -> AutoencoderKL:
-    "The Fashion VAE of `preset` trained on uint8 `images`: loaded from the cache with `load_vae`, else trained and saved."
-    def build():
-        vae = make_fashion_vae(preset, seed)
-        train_vae(vae, images, preset, seed=seed, device=device, progress=progress)
-        return vae
-    load = lambda folder: load_vae(folder, device, what=None)
-    return cached_pretrained(fashion_vae_path(images, preset, seed, cache_dir), load, build, "Fashion VAE")
-
-# %% ../nbs/02_latents.ipynb #b1ce44e8
-def reconstruction_psnr(vae, images: torch.Tensor, mode: str = "mean", batch_size: int = 500) -> float:
-    "PSNR (dB) of `vae`'s reconstructions of uint8 Fashion `images` N×28×28, over the whole set's MSE."
-    originals = unit_images(images)
-    return psnr(originals, decode(vae, encode(vae, originals, mode=mode, batch_size=batch_size), batch_size=batch_size))
-
-# %% ../nbs/02_latents.ipynb #eb654749
-def encode_fashion(vae, images: torch.Tensor, batch_size: int = 500, progress: bool = True) -> torch.Tensor:
-    "uint8 Fashion images N×28×28 -> scaled mean latents (N×4×8×8 for our VAE), padded to 32×32 as in training."
-    return encode(vae, unit_images(images), mode="mean", batch_size=batch_size, progress=progress)
-
-def make_latent_unet(vae, preset=None, seed: int = 0):
-    "Chapter 1's class-conditioned UNet sized by latent `preset`, for `vae`'s latents (channels and side from its config)."
-    p = preset_values(preset, "latent")
-    return make_class_unet(p, seed=seed, in_channels=vae.config.latent_channels,
-                           sample_size=vae.config.sample_size // downsampling_factor(vae))
-
-def generate_latent_class(model, vae, scheduler, class_label, n_samples: int = 8, **kwargs) -> torch.Tensor:
-    "`generate_from_class` in latent space, decoded by `vae`: images in [0, 1] (kwargs go to `generate_from_class`)."
-    return decode(vae, generate_from_class(model, scheduler, class_label, n_samples, output_type="latent", **kwargs))

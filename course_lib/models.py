@@ -18,7 +18,7 @@ from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMul
                        StableDiffusionPipeline, UNet2DConditionModel)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .core import (HubUnavailableError, check_choice, get_device, hub_error, hub_reachable, load_pretrained,
+from .core import (check_choice, get_device, hub_error, hub_reachable, HubUnavailableError, load_pretrained,
                              note_source, seeded, settings)
 from .versions import dtype_argument
 

@@ -7,9 +7,8 @@ Docs: https://sd-course.github.io/course_lib/own_sd.html.md"""
 
 # %% ../nbs/05_own_sd.ipynb #f6b98cb9
 from __future__ import annotations
-import math, random, re, time
+import random, time
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -17,16 +16,21 @@ from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNe
 from tqdm.auto import tqdm
 from transformers import CLIPModel
 
-from .core import get_device, model_note, seeded, show_images
-from .data import (CLASS_NOUNS, COLOUR_TEMPLATES, COLOUR_VERSION, FASHION_CLASSES, PALETTE, PATTERN_WORDS,
-                             PATTERNS, colour_tensors, garment_colours, load_colour_fashion)
-from .evaluation import FashionClassifier, classifier_outputs, fashion_classifier, frechet_distance
-from .latents import decode, encode, latent_scaling_factor, psnr, vae_loss
+from .colour_fashion import (COLOUR_VERSION, PALETTE, colour_tensors, describe_garment, garment_colours,
+                                       load_colour_fashion)
+from .core import get_device, seeded
+from .data import FASHION_CLASSES
+from .evaluation import classifier_outputs, fashion_classifier, frechet_distance
+from .garments import PATTERNS
+from .images import show_images
+from .latent_diffusion import latent_scaling_factor, vae_loss
+from .latents import decode, encode, psnr
 from .models import FASHION_SCHEDULE, load_clip_tokenizer, load_course_model, load_sd_pipeline, make_scheduler
 from .sampling import generate
-from .text import caption_batches, clip_score, clip_towers, text_tower, tokenize
-from .training import (cache_path, cached_pretrained, epoch_batches, preset_label, preset_values, save_pretrained_atomic,
-                                 train)
+from .text import tokenize
+from .text_encoders import caption_batches, clip_score, clip_towers, text_tower
+from .training import (cache_path, cached_pretrained, epoch_batches, preset_label, preset_values,
+                                 run_settings, train)
 
 # %% auto #0
 __all__ = ['make_colour_vae', 'colour_unit_images', 'train_colour_vae', 'colour_vae_path', 'colour_vae', 'vae_psnr',
@@ -52,10 +56,8 @@ def colour_unit_images(images: torch.Tensor) -> torch.Tensor:
 def train_colour_vae(vae, images: torch.Tensor, preset=None, *, seed: int = 0, max_steps: int | None = None, device=None,
                      progress: bool = True) -> dict:
     "Train `vae` on uint8 garments N×32×32×3 with `colour_vae` `preset`, then measure its scaling factor; the run's record."
-    p = preset_values(preset, "colour_vae")
-    n = min(p["train_samples"], len(images))
-    run = dict(epochs=p["epochs"], steps_per_epoch=math.ceil(n / p["batch_size"]), batch_size=p["batch_size"],
-               learning_rate=p["learning_rate"], lr_schedule="cosine", mixed_precision=p["mixed_precision"] or "no", preset=preset_label(preset))
+    p, run = preset_values(preset, "colour_vae"), run_settings(preset, len(images), "colour_vae")
+    n = run["train_samples"]
     loss = lambda vae, batch, generator, bf16: vae_loss(vae, batch[0], p["kl_weight"], generator, bf16)
     record = train(vae, loss, epoch_batches(images[:n].to(get_device(device)), None, p["batch_size"], seed), run, seed=seed,
                    max_steps=max_steps, device=device, progress=progress, what="colour VAE", logged=("reconstruction", "kl"))
@@ -118,11 +120,10 @@ def train_text_unet(unet, vae, text_encoder, tokenizer, colour: dict, preset=Non
                     max_steps: int | None = None, device=None, progress: bool = True) -> dict:
     "Train `unet` on `vae`'s latents of the `colour_tensors` `colour`, conditioned on their captions; the run's record."
     p, dev = preset_values(preset, "text_unet"), get_device(device)
-    n = min(p["train_samples"], len(colour["images"]))
+    run = run_settings(preset, len(colour["images"]), "text_unet")
+    n = run["train_samples"]
     latents = encode(vae.to(dev), colour_unit_images(colour["images"][:n]), mode="mean", batch_size=500, progress=progress)
     data = {k: v[:n].to(dev) for k, v in colour.items()} | {"images": latents.to(dev)}  # caption_batches reads "images"
-    run = dict(epochs=p["epochs"], steps_per_epoch=math.ceil(n / p["batch_size"]), batch_size=p["batch_size"],
-               learning_rate=p["learning_rate"], lr_schedule="cosine", mixed_precision=p["mixed_precision"] or "no", preset=preset_label(preset))
     loss = text_diffusion_loss(text_encoder.to(dev), tokenize(tokenizer, [""]).input_ids, p["caption_dropout"])
     return train(unet, loss, caption_batches(tokenizer, data, p["batch_size"], seed), run, seed=seed,
                  max_steps=max_steps, device=device, progress=progress, what="text-conditioned UNet")
@@ -185,11 +186,9 @@ def held_out_requests(n: int, seed: int = 0) -> pd.DataFrame:
     rng = random.Random(f"held-out-requests-{seed}")
     rows = []
     for _ in range(n):
-        label, colour, pattern = rng.randrange(len(FASHION_CLASSES)), rng.randrange(len(PALETTE)), rng.randrange(len(PATTERNS))
-        words = [list(PALETTE)[colour], rng.choice(PATTERN_WORDS[pattern])]
-        if rng.random() < 0.5: words.reverse()
-        garment = " ".join([*words, rng.choice(CLASS_NOUNS[label])])
-        prompt = re.sub(r"\ba (?=[aeiou])", "an ", rng.choice(COLOUR_TEMPLATES["test"]).format(garment=garment))
+        label, colour = rng.randrange(len(FASHION_CLASSES)), rng.randrange(len(PALETTE))
+        pattern = rng.randrange(len(PATTERNS))
+        prompt = describe_garment(label, colour, pattern, rng, "test", every_attribute=True)  # the training grammar
         rows.append(dict(prompt=prompt, label=label, colour=colour, pattern=pattern))
     return pd.DataFrame(rows)
 

@@ -7,30 +7,21 @@ Docs: https://sd-course.github.io/course_lib/text.html.md"""
 
 # %% ../nbs/03_text.ipynb #c8105c7c
 from __future__ import annotations
-import json, math, random, warnings
+import json, warnings
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 import transformers
-from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
+from transformers import CLIPTextConfig, CLIPTextModel
 
-from .core import check_prompts, derived_generator, get_device, note_source, seeded
-from .data import (CLASS_NOUNS, COLOUR_TEMPLATES, COLOUR_VERSION, FASHION_CLASSES, PALETTE, PATTERN_WORDS,
-                             colour_captions, colour_tensors, load_colour_fashion)
-from .models import TINY_TEXT_ENCODER, load_clip_tokenizer, load_text_encoder
-from .training import (cache_path, cached_pretrained, fashion_batches, pick_preset, preset_label, preset_values,
-                                 save_pretrained_atomic, train)
+from .core import check_prompts, get_device, note_source, seeded
+from .models import TINY_TEXT_ENCODER
 
 # %% auto #0
-__all__ = ['TEXT_ENCODER_CONFIGS', 'CAPTION_WORDS', 'CAPTION_TEMPLATES', 'CLASS_PROMPTS', 'CAPTION_ENCODER',
-           'PromptTruncatedWarning', 'dropped_text', 'tokenize', 'token_table', 'merge_ranks', 'merge_pair',
-           'bpe_steps', 'text_encoder_config', 'tiny_text_encoder', 'plot_hidden_states', 'text_states',
-           'encode_prompt', 'pooled_embeddings', 'prompt_similarity', 'plot_similarity', 'fashion_captions',
-           'caption_logits', 'caption_accuracy', 'train_caption_encoder', 'caption_encoder_path', 'caption_encoder',
-           'make_clip_towers', 'caption_batches', 'clip_loss', 'train_clip_towers', 'clip_vectors',
-           'zero_shot_accuracy', 'clip_score', 'attribute_prompts', 'zero_shot_table', 'clip_towers_path',
-           'clip_towers', 'text_tower']
+__all__ = ['TEXT_ENCODER_CONFIGS', 'PromptTruncatedWarning', 'dropped_text', 'tokenize', 'token_table', 'merge_ranks',
+           'merge_pair', 'bpe_steps', 'text_encoder_config', 'tiny_text_encoder', 'plot_hidden_states', 'text_states',
+           'encode_prompt', 'pooled_embeddings', 'prompt_similarity', 'plot_similarity']
 
 # %% ../nbs/03_text.ipynb #dbed3cb7
 class PromptTruncatedWarning(UserWarning):
@@ -175,165 +166,3 @@ def plot_similarity(*tables: pd.DataFrame, titles=()):
         ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.7, label="cosine similarity"); plt.close(fig)
     return fig
-
-# %% ../nbs/03_text.ipynb #4456536c
-CAPTION_WORDS = ("red", "blue", "black", "white", "green", "striped", "checked", "woollen", "leather", "denim",
-                 "cotton", "vintage", "cheap", "elegant", "small", "large")
-CAPTION_TEMPLATES = {"train": ("a photo of a {word} {noun}", "a {word} {noun}", "{word} {noun} on a white background",
-                               "a picture of my {noun}", "product shot: {word} {noun}", "a {noun} that is {word}"),
-                     "test": ("an image of a {word} {noun}", "the {noun}, {word}", "i bought a {word} {noun} yesterday")}
-CLASS_PROMPTS = tuple(f"a photo of a {name.lower()}" for name in FASHION_CLASSES)
-
-def fashion_captions(n: int, split: str = "train", seed: int = 0) -> tuple[list[str], torch.Tensor]:
-    "`n` random captions of Fashion classes and their labels; `split` chooses the templates (test's are unseen in train)."
-    if split not in CAPTION_TEMPLATES: raise ValueError(f"`split` must be 'train' or 'test'; got {split!r}.")
-    rng, captions, labels = random.Random(f"{split}-{seed}"), [], []
-    for _ in range(n):
-        label = rng.randrange(len(CLASS_NOUNS))
-        template = rng.choice(CAPTION_TEMPLATES[split])
-        captions.append(template.format(word=rng.choice(CAPTION_WORDS), noun=rng.choice(CLASS_NOUNS[label])))
-        labels.append(label)
-    return captions, torch.tensor(labels)
-
-# %% ../nbs/03_text.ipynb #f518c09b
-def caption_logits(tokenizer, text_encoder, captions, temperature: float = 0.1) -> torch.Tensor:
-    "Cosine similarity of each caption's pooled vector with each `CLASS_PROMPTS` vector / `temperature`, B×10."
-    texts = [*CLASS_PROMPTS, *check_prompts(captions, "captions")]
-    ids = tokenizer(texts, padding="longest", truncation=True, return_tensors="pt").input_ids.to(text_encoder.device)
-    pooled = F.normalize(text_encoder(ids).pooler_output.float(), dim=-1)
-    return pooled[len(CLASS_PROMPTS):] @ pooled[:len(CLASS_PROMPTS)].T / temperature
-
-def caption_accuracy(tokenizer, text_encoder, captions, labels, batch_size: int = 500) -> float:
-    "Share of `captions` whose nearest class prompt is their label's."
-    with torch.no_grad():
-        hits = sum((caption_logits(tokenizer, text_encoder, captions[i:i + batch_size]).argmax(1).cpu()
-                    == labels[i:i + batch_size]).sum().item() for i in range(0, len(captions), batch_size))
-    return hits / len(captions)
-
-# %% ../nbs/03_text.ipynb #1edf867d
-CAPTION_ENCODER = TINY_TEXT_ENCODER | dict(hidden_size=64, intermediate_size=128)  # width 64, 2 layers
-
-def train_caption_encoder(tokenizer, text_encoder, steps: int = 400, batch_size: int = 128, learning_rate: float = 3e-3,
-                          seed: int = 0, device=None, progress: bool = True) -> dict:
-    "Train `text_encoder` to match Fashion captions with their class prompts, with the course's trainer; its record."
-    captions, labels = fashion_captions(steps * batch_size, "train", seed)
-    run = dict(epochs=1, steps_per_epoch=steps, batch_size=batch_size, learning_rate=learning_rate,
-               lr_schedule="cosine", warmup_steps=0, mixed_precision="no")
-    def batches(epoch, first_batch):  # one pass over fresh captions: every batch is new
-        return ((captions[i * batch_size:(i + 1) * batch_size], labels[i * batch_size:(i + 1) * batch_size])
-                for i in range(first_batch, steps))
-    loss = lambda model, batch, generator, bf16: F.cross_entropy(caption_logits(tokenizer, model, batch[0]), batch[1].to(model.device))
-    return train(text_encoder, loss, batches, run, seed=seed, device=device, progress=progress, what="caption encoder")
-
-# %% ../nbs/03_text.ipynb #6d414c4b
-def caption_encoder_path(steps: int = 400, seed: int = 0, cache_dir=None):
-    "The cache folder of the caption encoder; its name carries everything that changes the weights (`cache_path`)."
-    recipe = dict(config=CAPTION_ENCODER, steps=steps, seed=seed, nouns=CLASS_NOUNS, words=CAPTION_WORDS,
-                  templates=CAPTION_TEMPLATES["train"], prompts=CLASS_PROMPTS)
-    return cache_path("caption-encoder", recipe, cache_dir=cache_dir)
-
-def caption_encoder(tokenizer=None, steps: int = 400, seed: int = 0, cache_dir=None, device=None,
-                    progress: bool = True) -> CLIPTextModel:
-    "The small text encoder trained on Fashion captions: loaded from the cache, else trained (under a minute) and saved."
-    def build():
-        model = tiny_text_encoder(seed, **CAPTION_ENCODER)
-        record = train_caption_encoder(tokenizer or load_clip_tokenizer(verbose=False), model, steps, seed=seed, device=device,
-                                       progress=progress)
-        if progress: print(f"trained in {record['seconds']:.0f} s, final loss {record['losses'][-1]:.3f}")
-        return model
-    load = lambda folder: load_text_encoder(folder, device, verbose=progress, what=None)
-    return cached_pretrained(caption_encoder_path(steps, seed, cache_dir), load, build, "caption encoder")
-
-# %% ../nbs/03_text.ipynb #82976340
-def make_clip_towers(preset=None, seed: int = 0) -> CLIPModel:
-    "An untrained `CLIPModel` sized by `clip` `preset`: a text tower over CLIP's 49,408 ids, a ViT for 3×32×32 images."
-    p = preset_values(preset, "clip")
-    tower = {k: p[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "projection_dim")}
-    text = CLIPTextConfig(**(TINY_TEXT_ENCODER | tower))
-    vision = CLIPVisionConfig(**tower, image_size=32, patch_size=p["patch_size"], num_channels=3)
-    with seeded(seed):
-        return CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
-                                    projection_dim=p["projection_dim"]))
-
-# %% ../nbs/03_text.ipynb #35999650
-def caption_batches(tokenizer, colour: dict, batch_size: int, seed: int = 0, stream: str = "epoch"):
-    "`batches(epoch, first_batch)` for `train`: (images, caption ids) of the `colour_tensors` `colour`, new captions each epoch."
-    def batches(epoch: int, first_batch: int = 0):
-        captions = colour_captions(colour["label"], colour["colour"], colour["pattern"], "train", seed=f"{seed}-epoch{epoch}")
-        ids = tokenize(tokenizer, captions).input_ids.to(colour["images"].device)
-        return fashion_batches(colour["images"], ids, batch_size, start=first_batch, generator=derived_generator(seed, stream, epoch))
-    return batches
-
-# %% ../nbs/03_text.ipynb #9d57265c
-def clip_loss(model, batch, generator=None, bf16: bool = False) -> torch.Tensor:
-    "CLIP's symmetric contrastive loss of a batch (images, caption ids), as `CLIPModel` computes it."
-    x, ids = batch
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        return model(input_ids=ids, pixel_values=x, return_loss=True).loss.float()
-
-def train_clip_towers(towers, tokenizer, colour: dict, preset=None, *, seed: int = 0, max_steps: int | None = None,
-                      device=None, progress: bool = True) -> dict:
-    "Train the `CLIPModel` `towers` on the `colour_tensors` `colour` with `clip` `preset`; returns the run's record."
-    p = preset_values(preset, "clip")
-    n = min(p["train_samples"], len(colour["images"]))
-    run = dict(epochs=p["epochs"], steps_per_epoch=math.ceil(n / p["batch_size"]), batch_size=p["batch_size"],
-               learning_rate=p["learning_rate"], lr_schedule="cosine", mixed_precision=p["mixed_precision"] or "no",
-               preset=preset_label(preset))
-    data = {k: v[:n].to(get_device(device)) for k, v in colour.items()}
-    return train(towers, clip_loss, caption_batches(tokenizer, data, p["batch_size"], seed), run, seed=seed,
-                 max_steps=max_steps, device=device, progress=progress, what="CLIP towers")
-
-# %% ../nbs/03_text.ipynb #f98dd692
-@torch.no_grad()
-def clip_vectors(towers, tokenizer, images: torch.Tensor, prompts) -> tuple[torch.Tensor, torch.Tensor]:
-    "Unit vectors of `images` (N×3×32×32 in [0, 1]) and of `prompts` in the towers' shared space, float32 on the CPU."
-    dev = towers.device
-    pictures = torch.cat([towers.get_image_features(pixel_values=b.to(dev) * 2 - 1).pooler_output for b in images.split(500)])
-    texts = towers.get_text_features(input_ids=tokenize(tokenizer, check_prompts(prompts)).input_ids.to(dev)).pooler_output
-    return F.normalize(pictures.float(), dim=-1).cpu(), F.normalize(texts.float(), dim=-1).cpu()
-
-def zero_shot_accuracy(towers, tokenizer, images: torch.Tensor, truth, prompts) -> float:
-    "Share of `images` whose nearest of `prompts` (one per answer, in answer order) is the `truth`'s."
-    pictures, texts = clip_vectors(towers, tokenizer, images, prompts)
-    return ((pictures @ texts.T).argmax(1) == torch.as_tensor(truth).cpu()).float().mean().item()
-
-def clip_score(towers, tokenizer, images: torch.Tensor, prompts) -> torch.Tensor:
-    "CLIP score of each image with its prompt: 100 × max(cosine similarity, 0)."
-    pictures, texts = clip_vectors(towers, tokenizer, images, prompts)
-    return 100 * (pictures * texts).sum(-1).clamp(min=0)
-
-# %% ../nbs/03_text.ipynb #4c899133
-def attribute_prompts() -> dict[str, list[str]]:
-    "One prompt per answer for each attribute of the colour garments: 'class', 'colour', 'pattern'."
-    return {"class": [f"a {nouns[0]}" for nouns in CLASS_NOUNS], "colour": [f"a {name} garment" for name in PALETTE],
-            "pattern": [f"a {words[-1]} garment" for words in PATTERN_WORDS]}
-
-def zero_shot_table(towers, tokenizer, colour: dict, n: int = 1000) -> pd.DataFrame:
-    "Zero-shot accuracy of the towers on the first `n` of the `colour_tensors` `colour`, per attribute."
-    images = colour["images"][:n].permute(0, 3, 1, 2).float() / 255
-    return pd.DataFrame([{"attribute": name, "answers": len(prompts), "zero-shot accuracy": zero_shot_accuracy(
-        towers, tokenizer, images, colour[{"class": "label"}.get(name, name)][:n], prompts)}
-        for name, prompts in attribute_prompts().items()])
-
-# %% ../nbs/03_text.ipynb #b798ea15
-def clip_towers_path(preset=None, seed: int = 0, cache_dir=None):
-    "The cache folder of the CLIP towers `preset` and `seed` train on the colour set (the course's `cache_path` rule)."
-    recipe = preset_values(preset, "clip") | dict(seed=seed, colour_set=COLOUR_VERSION, nouns=CLASS_NOUNS,
-                                                  patterns=PATTERN_WORDS, templates=COLOUR_TEMPLATES["train"])
-    return cache_path(f"clip-towers-{preset_label(preset)}", recipe, cache_dir=cache_dir)
-
-def clip_towers(tokenizer=None, preset=None, seed: int = 0, cache_dir=None, device=None, progress: bool = True) -> CLIPModel:
-    "The CLIP towers of `preset`: loaded from the cache, else trained on the colour set's train split and saved."
-    def build():
-        towers = make_clip_towers(preset, seed)
-        train_clip_towers(towers, tokenizer or load_clip_tokenizer(verbose=False), colour_tensors(load_colour_fashion("train"), device),
-                          preset, seed=seed, device=device, progress=progress)
-        return towers
-    load = lambda folder: CLIPModel.from_pretrained(folder).to(get_device(device)).eval()
-    return cached_pretrained(clip_towers_path(preset, seed, cache_dir), load, build, "CLIP towers")
-
-def text_tower(towers: CLIPModel) -> CLIPTextModel:
-    "The text tower of `towers` as a frozen `CLIPTextModel` (a copy), the class SD's pipelines load as `text_encoder`."
-    model = CLIPTextModel(towers.config.text_config)
-    model.load_state_dict(towers.text_model.state_dict())  # transformers 5: the tower is a CLIPTextModel already
-    return model.to(towers.device).eval().requires_grad_(False)

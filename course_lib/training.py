@@ -19,8 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .core import (PRESET_FAMILIES, check_choice, derived_generator, get_device, note_source, seeded, settings,
-                             show_images)
+from .core import PRESET_FAMILIES, check_choice, derived_generator, get_device, note_source, settings
 from .fast import compiled_for_training, fast_path_wanted, missing_bf16, say_once
 
 # %% auto #0
@@ -28,8 +27,8 @@ __all__ = ['BATCH_INPUTS', 'LR_SCHEDULES', 'CHECKPOINT_FORMAT', 'CACHE_VERSION',
            'preset_values', 'preset_label', 'check_batch_input', 'fashion_batches', 'epoch_batches', 'unit_images',
            'learning_rate_schedule', 'atomic_save_file', 'read_checkpoint', 'prefixed', 'save_checkpoint',
            'optimizer_state', 'resume_training', 'save_pretrained_atomic', 'cached_pretrained', 'data_fingerprint',
-           'cache_path', 'check_run', 'cpu_has_native_bf16', 'uses_bf16', 'train_step', 'log_steps', 'save_if_due',
-           'finish_record', 'train', 'plot_losses']
+           'cache_path', 'check_run', 'run_settings', 'cpu_has_native_bf16', 'uses_bf16', 'train_step', 'log_steps',
+           'save_if_due', 'finish_record', 'train', 'plot_losses']
 
 # %% ../nbs/00_training.ipynb #19f7f6ae
 def pick_preset(preset: str | None = None, device=None) -> str:
@@ -218,6 +217,17 @@ def check_run(run: dict) -> dict:
     check_choice("mixed_precision", run["mixed_precision"], MIXED_PRECISIONS)
     check_choice("lr_schedule", run["lr_schedule"], LR_SCHEDULES)
     return run
+
+# %% ../nbs/00_training.ipynb #a58bab4b
+def run_settings(preset=None, n_samples: int = 0, family: str = "preset", **overrides) -> dict:
+    "The trainer's `run` for `preset` of `family` over `n_samples` (at most its `train_samples`); `overrides` not None win."
+    p = preset_values(preset, family) | {k: v for k, v in overrides.items() if v is not None}
+    n = min(p["train_samples"], n_samples)
+    if n < 1: raise ValueError(f"`n_samples` must be >= 1; got {n_samples!r}.")
+    return check_run(dict(epochs=p["epochs"], steps_per_epoch=math.ceil(n / p["batch_size"]), batch_size=p["batch_size"],
+                          learning_rate=p["learning_rate"], lr_schedule=p.get("lr_schedule", "cosine"),
+                          mixed_precision=p["mixed_precision"] or "no",  # settings.ini reads "no" as False
+                          train_samples=n, preset=preset_label(preset)))
 
 # %% ../nbs/00_training.ipynb #99cef0ff
 def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo") -> bool:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import html, io, random, time, warnings
 
 import ipywidgets as widgets
-from fastcore.basics import patch
 from PIL import Image
+from fastcore.basics import patch
 
-from .core import show_images
 from .fast import fast_path_wanted
+from .images import show_images
 from .sampling import generate, sd_parts
 from .text import encode_prompt
 

@@ -1,16 +1,15 @@
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from course_lib.conditioning import (NULL_CLASS, checkpoint_path, diffusion_loss, generate_from_class, load_class_unet,
-                                     make_class_unet, original_transform, run_settings, train_class_conditioned)
+                                     make_class_unet, original_transform, class_run_settings, train_class_conditioned)
 from course_lib.core import SOURCES_USED
-from course_lib.data import draw_fashion, fashion_dataset
+from course_lib.data import fashion_dataset
+from course_lib.garments import draw_fashion
 from course_lib.models import make_scheduler, step_kwargs
-from course_lib.training import fashion_batches, pick_preset, read_checkpoint, save_checkpoint
+from course_lib.training import fashion_batches, pick_preset, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +99,7 @@ def test_training_rejects_bad_settings(fashion):
         train_class_conditioned(make_class_unet("smoke"), *fashion, "smoke", class_dropout=1.0, progress=False)
     with pytest.raises(ValueError, match="`mixed_precision` must be one of 'no', 'bf16'"):
         train_class_conditioned(make_class_unet("smoke"), *fashion, "smoke", mixed_precision="fp8", progress=False)
-    run = run_settings("smoke", fashion[0], epochs=2)
+    run = class_run_settings("smoke", fashion[0], epochs=2)
     assert (run["epochs"], run["steps_per_epoch"], run["adam_eps"], run["preset"]) == (2, 8, 1e-5, "smoke")
 
 

@@ -8,8 +8,8 @@ from PIL import Image
 from transformers import CLIPTokenizer
 
 from course_lib import core
-from course_lib.core import (HubUnavailableError, get_device, hub_reachable, image_arrays, image_grid, load_pretrained,
-                             make_generator, probe_url, show_images)
+from course_lib.core import HubUnavailableError, get_device, hub_reachable, load_pretrained, make_generator, probe_url
+from course_lib.images import image_arrays, image_grid, show_images
 
 
 # --- device ---------------------------------------------------------------------------------------------------------

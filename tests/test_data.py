@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib.data import (CLASS_NOUNS, FASHION_CLASSES, IDX_STEMS, PALETTE, PATTERN_WORDS, PATTERNS, colour_captions,
-                             draw_colour_fashion, draw_fashion, fashion_tensors, garment_colours, load_colour_fashion, load_fashion_mnist,
-                             load_hub_fashion, load_local_fashion, load_offline_fashion, read_idx)
+from course_lib.data import (FASHION_CLASSES, IDX_STEMS, fashion_tensors, load_fashion_mnist, load_hub_fashion,
+                             load_local_fashion, load_offline_fashion, read_idx)
+from course_lib.colour_fashion import (CLASS_NOUNS, PALETTE, PATTERN_WORDS, colour_captions, draw_colour_fashion,
+                                       garment_colours, load_colour_fashion)
+from course_lib.garments import PATTERNS, draw_fashion
 from conftest import fashion_label_file
 from course_lib.core import SOURCES_USED
 

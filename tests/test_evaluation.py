@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from course_lib.conditioning import make_class_unet
-from course_lib.data import draw_fashion
+from course_lib.garments import draw_fashion
 from course_lib.evaluation import (class_accuracy, classifier_outputs, fashion_classifier, fid, frechet_distance,
                                    guidance_sweep, train_classifier)
 from course_lib.models import make_scheduler

@@ -8,7 +8,7 @@ import torch
 
 from course_lib.core import settings
 from course_lib.conditioning import generate_from_class, make_class_unet, train_class_conditioned
-from course_lib.data import draw_fashion
+from course_lib.garments import draw_fashion
 from course_lib.fast import (SAID, FastInference, PlainPathFallback, compiled_for_training, detached_from_graph,
                              compiled_or_plain, fast_inference, fast_path_wanted, read_gpu_report, to_runner,
                              usable_dtype)

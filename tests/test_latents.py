@@ -5,11 +5,12 @@ import torch
 
 from course_lib.conditioning import checkpoint_path, generate_from_class, make_class_unet, train_class_conditioned
 from course_lib.core import settings
-from course_lib.data import draw_fashion
-from course_lib.latents import (attention_block, attention_cost, decode, draw_sample_scene, encode, encode_fashion,
-                                fashion_vae, fashion_vae_path, generate_latent_class, latent_scaling_factor,
-                                load_sample_scene, make_fashion_vae, make_latent_unet, peak_memory, psnr,
-                                reconstruction_psnr, train_vae)
+from course_lib.garments import draw_fashion
+from course_lib.latents import decode, draw_sample_scene, encode, load_sample_scene, psnr
+from course_lib.attention import attention_block, attention_cost, peak_memory
+from course_lib.latent_diffusion import (encode_fashion, fashion_vae, fashion_vae_path, generate_latent_class,
+                                         latent_scaling_factor, make_fashion_vae, make_latent_unet,
+                                         reconstruction_psnr, train_vae)
 from course_lib.models import downsampling_factor, load_vae, make_scheduler, tiny_sd_components, tiny_sd_pipeline
 from course_lib.training import fashion_batches, unit_images
 

@@ -4,14 +4,15 @@ import math
 import pytest
 import torch
 
-from course_lib.data import colour_tensors, draw_colour_fashion, garment_colours, PALETTE
+from course_lib.colour_fashion import draw_colour_fashion, garment_colours, PALETTE
 from course_lib.models import clip_tokenizer_from_bpe, load_sd_pipeline
 from course_lib.own_sd import (colour_unit_images, colour_vae, colour_vae_path, garment_gray, held_out_requests,
                                make_colour_vae, make_text_unet, own_sd_pipeline, text_diffusion_loss, train_colour_vae,
                                train_text_unet)
 from course_lib.sampling import generate
-from course_lib.text import (caption_batches, clip_loss, clip_score, make_clip_towers, text_tower, tokenize,
-                             train_clip_towers, zero_shot_accuracy)
+from course_lib.text import tokenize
+from course_lib.text_encoders import (caption_batches, clip_loss, clip_score, make_clip_towers, text_tower,
+                                      train_clip_towers, zero_shot_accuracy)
 from course_lib.training import derived_generator, save_pretrained_atomic
 
 

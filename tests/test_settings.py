@@ -1,4 +1,3 @@
-import configparser
 import tomllib
 
 import pytest

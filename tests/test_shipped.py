@@ -1,6 +1,5 @@
 """The models shipped inside course_lib (`make models`): present, within the size budget, loadable, and as good as the
 course says, measured in seconds on held-out data."""
-import json
 
 import pytest
 import torch
@@ -9,9 +8,10 @@ from diffusers import AutoencoderKL, UNet2DModel
 from transformers import CLIPModel
 
 from course_lib.conditioning import generate_from_class
-from course_lib.data import draw_fashion, garment_colours
+from course_lib.garments import draw_fashion
+from course_lib.colour_fashion import garment_colours
 from course_lib.evaluation import FashionClassifier, class_accuracy, classifier_outputs
-from course_lib.latents import generate_latent_class, reconstruction_psnr
+from course_lib.latent_diffusion import generate_latent_class, reconstruction_psnr
 from course_lib.models import COURSE_MODELS, course_model_facts, course_model_folder, load_course_model, make_scheduler
 from course_lib.own_sd import garment_gray, held_out_requests, shipped_own_sd
 from course_lib.sampling import generate

@@ -6,10 +6,11 @@ from transformers import CLIPTextModel
 
 from course_lib.core import HubUnavailableError
 from course_lib.models import TINY_TEXT_ENCODER, clip_tokenizer_from_bpe, tiny_sd_pipeline
-from course_lib.text import (CAPTION_TEMPLATES, PromptTruncatedWarning, bpe_steps, caption_accuracy,
-                             caption_encoder, caption_encoder_path, dropped_text, encode_prompt, fashion_captions,
-                             load_text_encoder, merge_ranks, prompt_similarity, text_encoder_config, tiny_text_encoder,
-                             token_table, tokenize)
+from course_lib.text import (PromptTruncatedWarning, bpe_steps, dropped_text, encode_prompt, merge_ranks,
+                             prompt_similarity, text_encoder_config, tiny_text_encoder, token_table, tokenize)
+from course_lib.text_encoders import (CAPTION_TEMPLATES, caption_accuracy, caption_encoder, caption_encoder_path,
+                                      fashion_captions)
+from course_lib.models import load_text_encoder
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from course_lib.core import SOURCES_USED, seeded
-from course_lib.data import draw_fashion
+from course_lib.garments import draw_fashion
 from course_lib.training import (CACHE_VERSION, cache_path, epoch_batches, fashion_batches, learning_rate_schedule,
                                  pick_preset, plot_losses, preset_label, preset_values, read_checkpoint, save_checkpoint,
                                  save_pretrained_atomic, train, unit_images)

@@ -18,17 +18,18 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DModel
 from transformers import CLIPModel
 
-from course_lib.conditioning import generate_from_class, make_class_unet, run_settings, train_class_conditioned
+from course_lib.conditioning import generate_from_class, make_class_unet, class_run_settings, train_class_conditioned
 from course_lib.core import settings
-from course_lib.data import colour_tensors, fashion_tensors, load_colour_fashion, load_fashion_mnist
+from course_lib.data import fashion_tensors, load_fashion_mnist
+from course_lib.colour_fashion import colour_tensors, load_colour_fashion
 from course_lib.evaluation import FashionClassifier, class_accuracy, train_classifier
-from course_lib.latents import (encode_fashion, generate_latent_class, make_fashion_vae, make_latent_unet, reconstruction_psnr,
-                                train_vae)
+from course_lib.latent_diffusion import (encode_fashion, generate_latent_class, make_fashion_vae, make_latent_unet,
+                                         reconstruction_psnr, train_vae)
 from course_lib.models import COURSE_MODELS, PRETRAINED_DIR, load_clip_tokenizer, load_course_model, make_scheduler
-from course_lib.own_sd import (attribute_hits, colour_judges, colour_vae_path, held_out_requests, make_colour_vae, shipped_own_sd,
+from course_lib.own_sd import (attribute_hits, colour_judges, held_out_requests, make_colour_vae, shipped_own_sd,
                                make_text_unet, own_sd_pipeline, train_colour_vae, train_text_unet, vae_psnr)
 from course_lib.sampling import generate
-from course_lib.text import make_clip_towers, text_tower, train_clip_towers, zero_shot_table
+from course_lib.text_encoders import make_clip_towers, text_tower, train_clip_towers, zero_shot_table
 from course_lib.training import data_fingerprint, preset_values
 
 RETRAIN = "make models"
@@ -220,7 +221,7 @@ def main():
     if "class-unet" in args.only:
         model = make_class_unet(preset)
         record = train_class_conditioned(model, train_images, train_labels, preset, device=device, progress=False, what="class UNet")
-        write_model(out, "class-unet", half(model), dict(preset=preset, recipe=run_settings(preset, train_images), steps=record["step"],
+        write_model(out, "class-unet", half(model), dict(preset=preset, recipe=class_run_settings(preset, train_images), steps=record["step"],
                     seconds=record["seconds"], device=where, data=fashion_data,
                     figures=class_unet_figures(as_shipped(model), shipped_judge() if "judge" not in args.only else judge)))
     if "fashion-vae" in args.only:
@@ -237,7 +238,7 @@ def main():
         latent_run = settings.preset(preset, "latent")
         model = make_latent_unet(vae, latent_run)
         record = train_class_conditioned(model, latents, train_labels, latent_run, device=device, progress=False, what="latent UNet")
-        write_model(out, "latent-unet", half(model), dict(preset=preset, recipe=run_settings(latent_run, latents) | {"preset": preset},
+        write_model(out, "latent-unet", half(model), dict(preset=preset, recipe=class_run_settings(latent_run, latents) | {"preset": preset},
                     steps=record["step"], seconds=record["seconds"], device=where,
                     data=f"{fashion_data}, encoded once by the Fashion VAE it ships with ({encoding:.0f} s, not counted above)",
                     figures=latent_unet_figures(as_shipped(model), vae, shipped_judge() if "judge" not in args.only else judge)))
