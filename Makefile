@@ -1,6 +1,6 @@
 # The course's two commands (see README.md):
 #   make demo   set up .venv if needed, then run the course notebooks headless on offline sources -> output/
-#   make test   set up .venv if needed, check notebooks/library sync, run the notebooks (as make demo), build the docs, run pytest
+#   make test   set up .venv if needed, check notebooks/library sync and lint (ruff), run the notebooks (as make demo), build the docs, run pytest
 #   make docs   the docs site from make demo's executed notebooks -> _docs/html/index.html
 #   make demo TRAIN=1   the same, with the train-it-yourself cells run too (they train the cpu presets: about an hour)
 #   make test-lowest  the library's tests (pytest) with every dependency at the lowest version pyproject.toml declares
@@ -23,7 +23,7 @@ INSTALL_HASH := $(shell { cat pyproject.toml requirements/constraints.txt; echo 
 NB_STAMP := $(VENV)/.installed-notebooks-$(INSTALL_HASH)
 STAMP := $(VENV)/.installed-dev-$(INSTALL_HASH)
 
-.PHONY: install demo test sync-check nbtest docs pytest browser-test bench models lock clean readme colab venv-install \
+.PHONY: install demo test sync-check lint nbtest docs pytest browser-test bench models lock clean readme colab venv-install \
 	test-lowest lock-lowest
 
 $(NB_STAMP):
@@ -55,7 +55,11 @@ demo: $(NB_STAMP)
 models: $(NB_STAMP)
 	COURSE_DATA_SOURCE=$${COURSE_DATA_SOURCE:-offline} $(BIN)/python tools/make_models.py
 
-test: sync-check nbtest docs pytest
+test: sync-check lint nbtest docs pytest
+
+# ruff, configured in pyproject.toml: the library, tests, tools, benches and the notebooks' code cells.
+lint: $(STAMP)
+	$(BIN)/ruff check course_lib tests tools bench nbs
 
 # The notebooks are the source: exporting and cleaning them must change nothing that is committed.
 sync-check: $(STAMP)

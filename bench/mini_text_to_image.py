@@ -10,7 +10,7 @@ guidance has an unconditional half. The parts then go into a real `StableDiffusi
 the ten class prompts (10 seeds each, DDIM, 30 steps) at guidance 1, 3 and 7.5; chapter 1's judge classifier
 measures class accuracy. Prints encode and training time, throughput, and the accuracy per scale; saves a grid.
 """
-import argparse, time
+import time
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from course_lib.models import load_clip_tokenizer, make_scheduler
 from course_lib.sampling import generate
 from course_lib.text import text_states
 from course_lib.text_encoders import CLASS_PROMPTS, caption_encoder, fashion_captions
+from common import bench_parser
 
 
 class CaptionedUNet(torch.nn.Module):
@@ -39,11 +40,12 @@ class CaptionedUNet(torch.nn.Module):
         pick = torch.randint(0, self.caption_states.shape[1], (len(sample),), generator=self.generator)
         states = self.caption_states[class_labels, pick.to(sample.device)]
         dropped = (torch.rand(len(sample), generator=self.generator) < self.caption_dropout).to(sample.device)
-        return self.unet(sample, timestep, encoder_hidden_states=torch.where(dropped[:, None, None], self.empty_state, states))
+        return self.unet(sample, timestep,
+                         encoder_hidden_states=torch.where(dropped[:, None, None], self.empty_state, states))
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--out", default="output/figures")
     args = parser.parse_args()
@@ -54,7 +56,7 @@ def main():
     latents = encode_fashion(vae, images, progress=False)
     print(f"encoded {len(latents)} images to {tuple(latents.shape[1:])} latents in {time.perf_counter() - start:.0f} s")
     captions, caption_labels = fashion_captions(6000, "train", seed=0)
-    per_class = [[c for c, l in zip(captions, caption_labels) if l == k][:256] for k in range(10)]
+    per_class = [[caption for caption, label in zip(captions, caption_labels) if label == k][:256] for k in range(10)]
     states = torch.stack([text_states(tokenizer, text_encoder, c) for c in per_class])
     unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64, 64),
                                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -68,7 +70,8 @@ def main():
                                      device="cpu", progress=False)
     print(f"trained {record['step']} steps (batch 64) in {record['seconds']:.0f} s, {record['images_per_second']:.0f} "
           f"images/s, mean loss of the last 100 steps {sum(record['losses'][-100:]) / 100:.3f}")
-    scheduler = make_scheduler("ddim", clip_sample=False, set_alpha_to_one=False, steps_offset=1)  # the Fashion schedule
+    # the Fashion schedule
+    scheduler = make_scheduler("ddim", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet.eval(),
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
@@ -76,8 +79,8 @@ def main():
     prompts, wanted = [p for p in CLASS_PROMPTS for _ in range(10)], torch.arange(10).repeat_interleave(10)
     for scale in (1.0, 3.0, 7.5):
         start = time.perf_counter()
-        samples = generate(pipe, prompts, guidance_scale=scale, num_inference_steps=30, output_type="pt", progress=False,
-                           generator=[torch.Generator().manual_seed(i) for i in range(len(prompts))])
+        samples = generate(pipe, prompts, guidance_scale=scale, num_inference_steps=30, output_type="pt",
+                           progress=False, generator=[torch.Generator().manual_seed(i) for i in range(len(prompts))])
         print(f"guidance {scale}: class accuracy {class_accuracy(judge, samples, wanted):.2f} "
               f"({len(prompts)} images in {time.perf_counter() - start:.1f} s)")
         if scale == 3.0:

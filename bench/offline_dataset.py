@@ -6,17 +6,18 @@ Prints, for the full 60,000 + 10,000 images: drawing the pixels (`draw_fashion`)
 `datasets.Dataset` from scratch (`load_offline_fashion` into an empty cache folder), then loading it from the cache.
 Timings are the median of the repeats; the machine's core count is printed with them.
 """
-import argparse, os, sys, tempfile
+import os, sys, tempfile
 
 import torch
 
 from course_lib.data import OFFLINE_SIZES, load_offline_fashion
 from course_lib.garments import draw_fashion
+from common import bench_parser
 from timing import timed
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, repeats: {args.repeats}")

@@ -1,4 +1,5 @@
-"""Chapter 5's own Stable Diffusion, trained from nothing and measured: the table of the chapter and of its closing note.
+"""Chapter 5's own Stable Diffusion, trained from nothing and measured: the table of the chapter
+and of its closing note.
 
     python bench/own_sd.py [--shipped | --preset cpu [--cache-dir DIR]] [--n 500] [--out output/figures]
 
@@ -13,7 +14,7 @@ the class, its recipe trained on the colour set's patterns for the pattern, and 
 - the time of 8 images by `generate` (30 DDIM steps, guidance 3), best of 5,
 and saves the guidance plot and the Figure 4 strips (without and with a negative prompt) under --out.
 """
-import argparse, tempfile, time
+import tempfile, time
 from pathlib import Path
 
 import course_lib  # noqa: F401  (before diffusers: mutes transformers' torchvision advice)
@@ -27,12 +28,13 @@ from transformers import CLIPModel
 from course_lib.latents import decode, encode
 from course_lib.models import load_clip_tokenizer
 from course_lib.own_sd import (attribute_hits, colour_judges, colour_unit_images, colour_vae, guidance_strip,
-                               guidance_table, make_text_unet, own_sd_path, own_sd_pipeline, plot_guidance_table, shipped_own_sd,
-                               train_text_unet, vae_psnr)
+                               guidance_table, make_text_unet, own_sd_path, own_sd_pipeline, plot_guidance_table,
+                               shipped_own_sd, train_text_unet, vae_psnr)
 from course_lib.sampling import generate
 from course_lib.text_encoders import clip_towers, text_tower, zero_shot_table
 from course_lib.training import save_pretrained_atomic
 import pandas as pd
+from common import bench_parser
 
 
 def class_judge():
@@ -52,10 +54,9 @@ def timed(what, fn):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shipped", action="store_true", help="measure the models shipped in course_lib")
-    parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--cache-dir", default=None, help="default: a new temporary folder, so everything trains from nothing")
+    parser = bench_parser(__doc__, shipped="measure the models shipped in course_lib")
+    parser.add_argument("--cache-dir", default=None,
+                        help="default: a new temporary folder, so everything trains from nothing")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--out", default="output/figures")
     args = parser.parse_args()
@@ -70,29 +71,38 @@ def main():
         print("the shipped own-sd and clip-towers:", course_model_facts("own-sd")["parts"])
     else:
         vae, vae_s = timed("colour VAE", lambda: colour_vae(args.preset, cache_dir=cache_dir, progress=False))
-        towers, clip_s = timed("CLIP towers", lambda: clip_towers(tokenizer, args.preset, cache_dir=cache_dir, progress=False))
+        towers, clip_s = timed("CLIP towers", lambda: clip_towers(tokenizer, args.preset, cache_dir=cache_dir,
+                                                                  progress=False))
         text_encoder = text_tower(towers)
         unet = make_text_unet(text_encoder, vae, args.preset)
         record, unet_s = timed("text-conditioned UNet (latents encoded first)", lambda: train_text_unet(
             unet, vae, text_encoder, tokenizer, train, args.preset, progress=False))
         pipe = own_sd_pipeline(vae, text_encoder, tokenizer, unet)
         save_pretrained_atomic(pipe, own_sd_path(args.preset, cache_dir=cache_dir))
-        print(f"\ntraining from nothing, {args.preset} preset: VAE {vae_s:.0f} s + CLIP {clip_s:.0f} s + UNet {unet_s:.0f} s "
-              f"= {(vae_s + clip_s + unet_s) / 60:.1f} min; UNet {record['step']} steps, mean loss of the last 100 "
-              f"{sum(record['losses'][-100:]) / 100:.4f}")
+        print(f"\ntraining from nothing, {args.preset} preset: VAE {vae_s:.0f} s + CLIP {clip_s:.0f} s "
+              f"+ UNet {unet_s:.0f} s = {(vae_s + clip_s + unet_s) / 60:.1f} min; UNet {record['step']} steps, "
+              f"mean loss of the last 100 {sum(record['losses'][-100:]) / 100:.4f}")
     print(f"parameters: VAE {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M, text encoder "
-          f"{sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f} M, UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M")
-    print(f"VAE: held-out PSNR {vae_psnr(vae, test['images'][:2000]):.2f} dB, scaling factor {vae.config.scaling_factor:.4f}")
-    print("\nCLIP towers, zero-shot on 1,000 held-out garments:\n" + zero_shot_table(towers, tokenizer, test).to_string(index=False))
-    judges, _ = timed("\njudges (class: chapter 1b's; pattern: its recipe on the colour set)", lambda: colour_judges(class_judge(), progress=False))
+          f"{sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f} M, "
+          f"UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M")
+    print(f"VAE: held-out PSNR {vae_psnr(vae, test['images'][:2000]):.2f} dB, "
+          f"scaling factor {vae.config.scaling_factor:.4f}")
+    print("\nCLIP towers, zero-shot on 1,000 held-out garments:\n"
+          + zero_shot_table(towers, tokenizer, test).to_string(index=False))
+    judges, _ = timed("\njudges (class: chapter 1b's; pattern: its recipe on the colour set)",
+                      lambda: colour_judges(class_judge(), progress=False))
     real = colour_unit_images(test["images"][:2000])
-    truth = pd.DataFrame({"label": test["label"][:2000].numpy(), "colour": test["colour"][:2000].numpy(), "pattern": test["pattern"][:2000].numpy()})
+    truth = pd.DataFrame({"label": test["label"][:2000].numpy(), "colour": test["colour"][:2000].numpy(),
+                          "pattern": test["pattern"][:2000].numpy()})
     ceiling = pd.DataFrame({"held-out garments": attribute_hits(real, truth, judges).mean(),
-                            "through the VAE": attribute_hits(decode(vae, encode(vae, real, mode="mean")), truth, judges).mean()})
+                            "through the VAE": attribute_hits(decode(vae, encode(vae, real, mode="mean")), truth,
+                                                              judges).mean()})
     print("judges' accuracy (2,000 held-out garments):\n" + ceiling.to_string())
     table = guidance_table(pipe, judges, towers, n=args.n, reference=real, progress=False)
-    print(f"\nguidance sweep, {args.n} held-out requests per scale, 30 DDIM steps:\n" + table.round(3).to_string(index=False))
-    plot_guidance_table(table, title=f"own Stable Diffusion ({args.preset} preset), held-out prompts").savefig(out / "own_sd_guidance.png", dpi=120)
+    print(f"\nguidance sweep, {args.n} held-out requests per scale, 30 DDIM steps:\n"
+          + table.round(3).to_string(index=False))
+    plot_guidance_table(table, title=f"own Stable Diffusion ({args.preset} preset), held-out prompts").savefig(
+        out / "own_sd_guidance.png", dpi=120)
     prompts = ["a red dress", "a blue striped coat", "a yellow checked bag", "a green sneaker",
                "white trousers", "a pink speckled pullover", "a grey ankle boot", "an orange shirt"]
     generate(pipe, prompts, guidance_scale=3.0, num_inference_steps=30, seed=0, progress=False)  # warm-up
@@ -101,10 +111,11 @@ def main():
         start = time.perf_counter()
         generate(pipe, prompts, guidance_scale=3.0, num_inference_steps=30, seed=0, output_type="pt", progress=False)
         times.append(time.perf_counter() - start)
-    print(f"\n8 images by generate (30 DDIM steps, guidance 3): best of 5 {min(times):.2f} s, median {sorted(times)[2]:.2f} s "
-          f"({torch.get_num_threads()} threads)")
+    print(f"\n8 images by generate (30 DDIM steps, guidance 3): best of 5 {min(times):.2f} s, "
+          f"median {sorted(times)[2]:.2f} s ({torch.get_num_threads()} threads)")
     guidance_strip(pipe, "a red striped dress").savefig(out / "own_sd_figure4.png", dpi=120)
-    guidance_strip(pipe, "a red striped dress", negative_prompt="a striped garment").savefig(out / "own_sd_figure4_negative.png", dpi=120)
+    guidance_strip(pipe, "a red striped dress", negative_prompt="a striped garment").savefig(
+        out / "own_sd_figure4_negative.png", dpi=120)
     print(f"figures: {out}/own_sd_guidance.png, own_sd_figure4.png, own_sd_figure4_negative.png; models in {cache_dir}")
 
 

@@ -1,8 +1,8 @@
 """The hand-written loop (`course_lib.sampling.generate`) against `StableDiffusionPipeline.__call__`, side by side.
 
     python bench/sampling_loop.py [--rounds 15] [--steps 30] [--size 64]            # CPU, tiny random pipeline
-    python bench/sampling_loop.py --sd15 [--steps 50] [--size 512] [--device cuda]  # SD-1.5 architecture, random weights
-    python bench/sampling_loop.py --sd15 --check                                     # the same code path on CPU, in seconds
+    python bench/sampling_loop.py --sd15 [--steps 50] [--size 512] [--device cuda]  # SD-1.5 model, random weights
+    python bench/sampling_loop.py --sd15 --check                                    # the same code on CPU, in seconds
 
 Default: the tiny pipeline on CPU, fp32. Both run `rounds` times, alternating (loop, pipeline, loop, ...), on the
 same parts, prompt, seed and PNDM scheduler; the script prints the median seconds of each and the ratio
@@ -14,13 +14,14 @@ the weights) in fp16 on a CUDA device, batch 1, and seconds per image for: plain
 token ids, so no tokenizer file is needed there. --check runs that code path on the CPU in fp32 at 64x64, 2 steps,
 one round, without torch.compile: its times mean nothing, it only proves the script works before a GPU run.
 """
-import argparse, statistics, time
+import statistics, time
 
 import torch
 
 from course_lib.core import get_device
 from course_lib.models import SD15_SCHEDULER, tiny_sd_pipeline
 from course_lib.sampling import generate
+from common import bench_parser
 
 
 def seconds(fn, device) -> float:
@@ -32,7 +33,8 @@ def seconds(fn, device) -> float:
 
 def compare_with_pipeline(args):
     pipe = tiny_sd_pipeline(seed=0, device="cpu")
-    kwargs = dict(height=args.size, width=args.size, num_inference_steps=args.steps, guidance_scale=7.5, output_type="pt")
+    kwargs = dict(height=args.size, width=args.size, num_inference_steps=args.steps, guidance_scale=7.5,
+                  output_type="pt")
     ours = lambda: generate(pipe, "a red cube on a blue sphere", seed=0, progress=False, **kwargs)
     theirs = lambda: pipe("a red cube on a blue sphere", generator=torch.Generator().manual_seed(0), **kwargs).images
     difference = (ours() - theirs()).abs().max().item()  # also a warm-up of both
@@ -45,7 +47,8 @@ def compare_with_pipeline(args):
           f"{args.rounds} alternating rounds, {torch.get_num_threads()} threads")
     print(f"  generate (hand-written loop): {loop:.4f} s median")
     print(f"  StableDiffusionPipeline:      {pipeline:.4f} s median")
-    print(f"  ratio loop / pipeline: {loop / pipeline:.3f}  (target <= 1.02: {'met' if loop / pipeline <= 1.02 else 'NOT met'})")
+    print(f"  ratio loop / pipeline: {loop / pipeline:.3f}  "
+          f"(target <= 1.02: {'met' if loop / pipeline <= 1.02 else 'NOT met'})")
     print(f"  max |pixel difference|: {difference:.2e}")
 
 
@@ -57,7 +60,8 @@ def sd15_parts(device, dtype):
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=512,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
     parts = dict(unet=UNet2DConditionModel(**unet_config("sd1")), vae=vae,
-                 text_encoder=CLIPTextModel(text_encoder_config("sd1")), scheduler=PNDMScheduler.from_config(SD15_SCHEDULER))
+                 text_encoder=CLIPTextModel(text_encoder_config("sd1")),
+                 scheduler=PNDMScheduler.from_config(SD15_SCHEDULER))
     for name in ("unet", "vae", "text_encoder"): parts[name] = parts[name].to(device, dtype).eval()
     ids = torch.randint(0, 49407, (2, 77), device=device)
     with torch.no_grad(): uncond, cond = parts["text_encoder"](ids)[0].chunk(2)
@@ -68,7 +72,8 @@ def sd15_speed(args):
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
     device, dtype = get_device("cpu" if args.check else args.device), torch.float32 if args.check else torch.float16
     if device.type != "cuda" and not args.check:
-        raise SystemExit("--sd15 times the full-size model in fp16: it needs a CUDA device (or --check, to test the script).")
+        raise SystemExit("--sd15 times the full-size model in fp16: it needs a CUDA device "
+                         "(or --check, to test the script).")
     torch.manual_seed(0)
     parts, embeds = sd15_parts(device, dtype)
     run = lambda: generate(parts, None, prompt_embeds=embeds, height=args.size, width=args.size,
@@ -89,7 +94,7 @@ def sd15_speed(args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--sd15", action="store_true")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
@@ -99,7 +104,8 @@ def main():
     args = parser.parse_args()
     if args.sd15:
         small = dict(rounds=1, steps=2, size=64) if args.check else dict(rounds=5, steps=50, size=512)
-        args.rounds, args.steps, args.size = args.rounds or small["rounds"], args.steps or small["steps"], args.size or small["size"]
+        args.rounds, args.steps, args.size = (args.rounds or small["rounds"], args.steps or small["steps"],
+                                              args.size or small["size"])
         sd15_speed(args)
     else:
         args.rounds, args.steps, args.size = args.rounds or 15, args.steps or 30, args.size or 64

@@ -11,9 +11,9 @@ Modules:
 - `course_lib.garments`: Ten small programs, one per Fashion-MNIST class, draw garments from signed distance functions, with random proportions, pattern and shading. They make the `offline` set of [00_data](00_data.ipynb) and the colour garments of [00_colour_fashion](00_colour_fashion.ipynb).
 - `course_lib.images`: Tensors in [-1, 1] or [0, 1], uint8 arrays, PIL images, one image or a batch, channels first or last: `show_images` draws them all as a labelled grid, and `image_grid` pastes them into one PIL image.
 - `course_lib.latent_diffusion`: Chapter [02](02_latents.ipynb) took Stable Diffusion's VAE apart. Here we train a small VAE for Fashion images, give it a scaling factor the way SD computed its own, and train chapter 1's class-conditioned UNet on its latents: then we time it and judge it against the pixel model.
-- `course_lib.latents`: Self-attention costs grow with the square of the pixel count. Stable Diffusion therefore denoises a small *latent* image that a variational autoencoder (VAE) compresses from the picture and expands back. This notebook measures the cost, takes the VAE apart, trains one of our own, and runs chapter 1's diffusion in its latent space.
+- `course_lib.latents`: Self-attention costs grow with the square of the pixel count. Stable Diffusion therefore denoises a small *latent* image that a variational autoencoder (VAE) compresses from the picture and expands back. This notebook says why, and takes Stable Diffusion's VAE apart: encode, decode, the scaling factor and a picture's round trip.
 - `course_lib.models`: Where the course's models come from: the Hub for the real thing, CLIP's merge list (shipped inside `course_lib`) for the real tokenizer without a network, and tiny random models built from configs for tests and offline runs.
-- `course_lib.own_sd`: Stable Diffusion's parts at toy scale: a colour VAE, chapter 3's CLIP text tower and a text-conditioned UNet, trained on a laptop, assembled into a real `StableDiffusionPipeline`, and measured against what the prompt asked.
+- `course_lib.own_sd`: Stable Diffusion's parts at toy scale: a colour VAE, chapter 3b's CLIP text tower and a text-conditioned UNet, trained on a laptop, assembled into a real `StableDiffusionPipeline`, and measured against what the prompt asked.
 - `course_lib.sampling`: Everything the earlier chapters built meets here: a prompt encoded by CLIP, noise in the VAE's latent space, and a UNet that removes the noise step by step, steered by classifier-free guidance. We write the loop out in full, check it against diffusers to the last bit, and then wrap it in one function, `generate`.
 - `course_lib.text`: A prompt becomes 77 token ids, the ids become 77 vectors, and the UNet attends to those vectors while it denoises. This notebook takes the first two steps apart: CLIP's byte-pair tokenizer and its text encoder.
 - `course_lib.text_encoders`: Chapter [03](03_text.ipynb) showed how Stable Diffusion reads a prompt with CLIP's text encoder. Here we give a text encoder meaning on a laptop, twice: a small encoder told each caption's class, then a small CLIP whose text and image towers learn together from captioned garments. Chapter [05](05_own_sd.ipynb) takes that CLIP's text tower.
@@ -32,5 +32,5 @@ logging.getLogger("transformers.utils.import_utils").addFilter(
     lambda record: "requires torchvision (not installed)" not in record.getMessage())
 
 # The libraries installed here against the ranges pyproject.toml declares: one warning per problem (course_lib.versions).
-from course_lib.versions import check_versions
+from course_lib.versions import check_versions  # noqa: E402 (after the filter above, by design)
 check_versions()

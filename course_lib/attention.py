@@ -27,7 +27,7 @@ __all__ = ['ATTENTION_PROCESSORS', 'attention_block', 'native_stderr_silenced', 
 ATTENTION_PROCESSORS = {"classic": AttnProcessor, "sdpa": AttnProcessor2_0}
 
 def attention_block(channels: int = 64, heads: int = 1, kind: str = "classic", seed: int = 0) -> Attention:
-    "A diffusers self-attention block over `channels`-wide maps, built like `AttnDownBlock2D`'s; `kind` picks the kernel."
+    "A diffusers self-attention block on `channels`-wide maps, built like `AttnDownBlock2D`'s; `kind` picks the kernel."
     check_choice("kind", kind, tuple(ATTENTION_PROCESSORS))
     with seeded(seed):
         block = Attention(channels, heads=heads, dim_head=channels // heads, norm_num_groups=min(32, channels),
@@ -38,7 +38,7 @@ def attention_block(channels: int = 64, heads: int = 1, kind: str = "classic", s
 # %% ../nbs/02b_attention.ipynb #eaffb2b0
 @contextlib.contextmanager
 def native_stderr_silenced():
-    "Send what native code writes to file descriptor 2 to /dev/null meanwhile (Python's own `sys.stderr` is flushed first)."
+    "Send what native code writes to file descriptor 2 to /dev/null meanwhile (Python's `sys.stderr` is flushed first)."
     sys.stderr.flush(); saved = os.dup(2)
     with open(os.devnull, "w") as null: os.dup2(null.fileno(), 2)
     try: yield
@@ -46,7 +46,7 @@ def native_stderr_silenced():
 
 # %% ../nbs/02b_attention.ipynb #6cb28ea9
 def peak_memory(fn, device=None) -> int:
-    "Bytes of tensor memory that `fn()` holds at its peak beyond what was held before (CUDA counter, or profiler on CPU)."
+    "Peak bytes of tensor memory `fn()` holds beyond what was held before (CUDA's counter, or the profiler on a CPU)."
     dev = get_device(device)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev); before = torch.cuda.memory_allocated(dev)
@@ -58,7 +58,7 @@ def peak_memory(fn, device=None) -> int:
     finally:
         with native_stderr_silenced(): profiler.stop()
     held = peak = 0
-    for event in sorted(profiler.events(), key=lambda e: e.time_range.start):  # allocations (+) and releases (-) in order
+    for event in sorted(profiler.events(), key=lambda e: e.time_range.start):  # allocations (+), releases (-)
         held += event.self_cpu_memory_usage; peak = max(peak, held)
     return peak
 
@@ -66,7 +66,8 @@ def peak_memory(fn, device=None) -> int:
 def time_and_memory(block, x: torch.Tensor, min_run_time: float = 0.2) -> tuple[float, int]:
     "Median seconds of `block(x)` (`torch.utils.benchmark`: warm-up, repeats, CUDA syncs) and the peak bytes it holds."
     with torch.no_grad():
-        seconds = Timer("block(x)", globals={"block": block, "x": x}).blocked_autorange(min_run_time=min_run_time).median
+        timer = Timer("block(x)", globals={"block": block, "x": x})
+        seconds = timer.blocked_autorange(min_run_time=min_run_time).median
         return seconds, peak_memory(lambda: block(x), x.device)
 
 # %% ../nbs/02b_attention.ipynb #c1a7f0d3
@@ -79,7 +80,8 @@ def attention_cost(sizes=(32, 64, 128), channels: int = 64, kinds=("classic", "s
     for kind in kinds:
         block = attention_block(channels, kind=kind).to(dev)
         for size in tqdm(sizes, desc=f"{kind} attention", disable=not progress, leave=False):
-            seconds, peak = time_and_memory(block, torch.randn(batch_size, channels, size, size, device=dev), min_run_time)
+            x = torch.randn(batch_size, channels, size, size, device=dev)
+            seconds, peak = time_and_memory(block, x, min_run_time)
             rows.append({"kernel": kind, "size": size, "tokens": size * size, "seconds": seconds,
                          "peak MiB": peak / 2**20, "score matrix MiB": batch_size * (size * size) ** 2 * 4 / 2**20})
     table = pd.DataFrame(rows)

@@ -24,15 +24,17 @@ __all__ = ['PALETTE', 'COLOUR_SIZE', 'CLASS_NOUNS', 'PATTERN_WORDS', 'COLOUR_TEM
            'caption_is_true', 'colour_features', 'load_colour_fashion', 'colour_tensors']
 
 # %% ../nbs/00_colour_fashion.ipynb #646089b1
-PALETTE = {"red": (0.9, 0.16, 0.14), "orange": (0.96, 0.52, 0.08), "yellow": (0.94, 0.86, 0.12), "green": (0.18, 0.72, 0.22),
-           "cyan": (0.1, 0.78, 0.82), "blue": (0.2, 0.36, 0.95), "purple": (0.58, 0.24, 0.86), "pink": (0.96, 0.42, 0.72),
+PALETTE = {"red": (0.9, 0.16, 0.14), "orange": (0.96, 0.52, 0.08), "yellow": (0.94, 0.86, 0.12),
+           "green": (0.18, 0.72, 0.22), "cyan": (0.1, 0.78, 0.82), "blue": (0.2, 0.36, 0.95),
+           "purple": (0.58, 0.24, 0.86), "pink": (0.96, 0.42, 0.72),
            "white": (1.0, 1.0, 1.0), "grey": (0.52, 0.52, 0.52)}  # 8 hues, then white and grey
 COLOUR_SIZE = 32
 
 def draw_colour_fashion(n: int, seed=0, size: int = COLOUR_SIZE):
-    "`n` garments (uint8 n×size×size×3), labels and attributes (colour, pattern, size); each garment one `PALETTE` colour."
+    "`n` garments (uint8 n×size×size×3), labels and attributes (colour, pattern, size); each one `PALETTE` colour."
     gray, labels, attributes = draw_fashion(n, seed, size, with_attributes=True, coarse_patterns=True)
-    colours = torch.from_numpy(np.random.default_rng([*np.ravel(seed), 7]).integers(len(PALETTE), size=n))  # a stream of its own
+    rng = np.random.default_rng([*np.ravel(seed), 7])  # the colours' random stream: one of their own
+    colours = torch.from_numpy(rng.integers(len(PALETTE), size=n))
     shape = gray.float() / 255 / attributes.pop("brightness")[:, None, None]  # the colour sets the brightness now
     tint = torch.tensor(list(PALETTE.values()))[colours]
     images = (shape.clamp(0, 1)[..., None] * tint[:, None, None, :] * 255).round().to(torch.uint8)
@@ -44,11 +46,13 @@ def garment_colours(images: torch.Tensor) -> torch.Tensor:
     x = images.float().flatten(1, 2) / 255                        # N×pixels×3
     value = x.max(-1).values                                       # N×pixels
     garment = value > 0.1                                          # the background is black
-    chroma = (x / value.clamp(min=1e-6)[..., None] * garment[..., None]).sum(1) / garment.sum(1, keepdim=True).clamp(min=1)
+    chroma = (x / value.clamp(min=1e-6)[..., None] * garment[..., None]).sum(1)
+    chroma = chroma / garment.sum(1, keepdim=True).clamp(min=1)    # the mean hue of the garment's pixels
     palette = torch.tensor(list(PALETTE.values()))
     nearest = torch.cdist(chroma, palette / palette.max(-1, keepdim=True).values).argmin(-1)
     white, grey = list(PALETTE).index("white"), list(PALETTE).index("grey")
-    bright = torch.nanquantile(value.masked_fill(~garment, float("nan")), 0.95, dim=1) > 0.65  # white's brightest vs grey's
+    brightest = torch.nanquantile(value.masked_fill(~garment, float("nan")), 0.95, dim=1)
+    bright = brightest > 0.65                                      # white's brightest pixels vs grey's
     achromatic = (nearest == white) | (nearest == grey)
     return torch.where(achromatic, torch.where(bright, white, grey), nearest)
 
@@ -83,7 +87,8 @@ def colour_captions(labels, colours, patterns, split: str = "train", seed: int =
 # %% ../nbs/00_colour_fashion.ipynb #bb46a767
 def caption_attributes(caption: str) -> dict:
     "What `caption` (written by `describe_garment`) says: 'label', 'colour' (None if unsaid), 'patterns' it allows."
-    for template in {t for ts in COLOUR_TEMPLATES.values() for t in ts}:
+    templates = sorted({t for ts in COLOUR_TEMPLATES.values() for t in ts}, key=lambda t: (-len(t), t))
+    for template in templates:  # the longest first: "a {garment}" would also match "a photo of a tee"
         before, after = template.split("{garment}")
         article = before == "a " or before.endswith(" a ")  # "a" turns "an" before a vowel
         pattern = (re.escape(before[:-2]) + "an? " if article else re.escape(before)) + "(.+)" + re.escape(after)
@@ -94,12 +99,14 @@ def caption_attributes(caption: str) -> dict:
     if noun is None: raise ValueError(f"`caption` names no garment of CLASS_NOUNS: {caption!r}")
     words, colour, patterns = phrase[:-len(noun)].strip(), None, set(range(len(PATTERN_WORDS)))
     for name in PALETTE:
-        if re.search(rf"\b{name}\b", words): colour, words = list(PALETTE).index(name), re.sub(rf"\b{name}\b", "", words)
+        if re.search(rf"\b{name}\b", words):
+            colour, words = list(PALETTE).index(name), re.sub(rf"\b{name}\b", "", words)
     if words.strip():
         patterns = {k for k, ws in enumerate(PATTERN_WORDS) if words.strip() in ws}
         if not patterns: raise ValueError(f"`caption` has words that are neither a colour nor a pattern: {caption!r}")
     return dict(label=label, colour=colour, patterns=patterns)
 
+# %% ../nbs/00_colour_fashion.ipynb #c0f1a005
 def caption_is_true(caption: str, label: int, colour: int, pattern: int) -> bool:
     "Whether every word of `caption` is true of a garment of class `label`, `PALETTE` index `colour` and `pattern`."
     said = caption_attributes(caption)
@@ -111,20 +118,24 @@ COLOUR_VERSION = 2  # 2: coarse patterns (a 4×8×8 latent lost version 1's fine
 def colour_features() -> datasets.Features:
     "The colour variant's columns: the image, its class, colour and pattern (named), its size, and a true caption."
     return datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=FASHION_CLASSES),
-                              "colour": datasets.ClassLabel(names=list(PALETTE)), "pattern": datasets.ClassLabel(names=list(PATTERNS)),
+                              "colour": datasets.ClassLabel(names=list(PALETTE)),
+                              "pattern": datasets.ClassLabel(names=list(PATTERNS)),
                               "size": datasets.Value("float32"), "caption": datasets.Value("string")})
 
+# %% ../nbs/00_colour_fashion.ipynb #c0f1a008
 def load_colour_fashion(split: str = "train", seed=None, cache_dir=None, n=None) -> datasets.Dataset:
-    "The colour variant's `split` (60k train, 10k test, or `n` images) with its attributes and a true caption each; cached."
+    "The colour variant's `split` (60k train, 10k test, or `n` images), attributes and a true caption each; cached."
     check_choice("split", split, SPLITS)
     seed, n = int(settings.get("offline_seed", seed)), OFFLINE_SIZES[split] if n is None else n
     folder = settings.get_path("cache_dir", cache_dir) / f"fashion-colour-v{COLOUR_VERSION}-seed{seed}-{split}-{n}"
     def build():
         images, labels, attributes = draw_colour_fashion(n, seed=(seed, SPLITS.index(split)))
         columns = {"image": [png_value(a) for a in images.numpy()], "label": labels.numpy(),
-                   "colour": attributes["colour"].numpy(), "pattern": attributes["pattern"].numpy(), "size": attributes["size"].numpy(),
+                   "colour": attributes["colour"].numpy(), "pattern": attributes["pattern"].numpy(),
+                   "size": attributes["size"].numpy(),
                    "caption": colour_captions(labels, attributes["colour"], attributes["pattern"], split, seed)}
-        info = datasets.DatasetInfo(description=f"the course's colour garments (seed {seed})", features=colour_features())
+        info = datasets.DatasetInfo(description=f"the course's colour garments (seed {seed})",
+                                    features=colour_features())
         return datasets.Dataset.from_dict(columns, features=colour_features(), info=info)
     return cached_dataset(folder, build)
 
@@ -133,6 +144,7 @@ COLOUR_COLUMNS = ("label", "colour", "pattern")
 
 def colour_tensors(ds: datasets.Dataset, device=None) -> dict[str, torch.Tensor]:
     "The colour set `ds` as tensors on `device`: uint8 'images' N×32×32×3 and int64 'label', 'colour' and 'pattern'."
-    dev = get_device(device)  # np.asarray first: torch.as_tensor reads a datasets Column one row at a time (20 s for 60k)
+    dev = get_device(device)  # np.asarray first: torch.as_tensor reads a datasets Column row by row (20 s for 60k)
     images = torch.from_numpy(np.stack([np.asarray(image, dtype=np.uint8) for image in ds["image"]])).to(dev)
-    return {"images": images} | {name: torch.as_tensor(np.asarray(ds[name]), dtype=torch.long, device=dev) for name in COLOUR_COLUMNS}
+    columns = {name: torch.as_tensor(np.asarray(ds[name]), dtype=torch.long, device=dev) for name in COLOUR_COLUMNS}
+    return {"images": images} | columns

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+import numpy as np, torch, torch.nn.functional as F
 from PIL import ImageOps
 from accelerate import PartialState
 from diffusers import UNet2DModel
@@ -59,16 +57,17 @@ NULL_CLASS = N_CLASSES  # the extra "no class" label that classifier-free guidan
 
 def make_class_unet(preset=None, num_class_embeds: int = N_CLASSES + 1, seed: int = 0, in_channels: int = 1,
                     sample_size: int = 32) -> UNet2DModel:
-    "The class-conditioned UNet for 1×32×32 images (or `in_channels`×`sample_size`² latents) of `preset` (a name, a dict, or None)."
+    "The class UNet of `preset` (a name, a dict or None) for 1×32×32 images, or `in_channels`×`sample_size`² latents."
     p = preset_values(preset)
     channels, down = tuple(p["block_out_channels"]), tuple(p["down_block_types"])
     if len(channels) != len(down):
-        raise ValueError(f"`preset` needs one down_block_types entry per block_out_channels entry; got {channels} and {down}.")
+        raise ValueError(f"`preset` needs one down_block_types entry per block_out_channels entry; "
+                         f"got {channels} and {down}.")
     up = tuple(block.replace("Down", "Up") for block in reversed(down))  # the up path mirrors the down path
     with seeded(seed):
-        return UNet2DModel(in_channels=in_channels, out_channels=in_channels, sample_size=sample_size, block_out_channels=channels,
-                           down_block_types=down, up_block_types=up, layers_per_block=p["layers_per_block"],
-                           norm_num_groups=8, num_class_embeds=num_class_embeds)
+        return UNet2DModel(in_channels=in_channels, out_channels=in_channels, sample_size=sample_size,
+                           block_out_channels=channels, down_block_types=down, up_block_types=up,
+                           layers_per_block=p["layers_per_block"], norm_num_groups=8, num_class_embeds=num_class_embeds)
 
 # %% ../nbs/01_conditioning.ipynb #cec17ad1
 def diffusion_loss(model, noise_scheduler, clean: torch.Tensor, labels: torch.Tensor, class_dropout: float = 0.0,
@@ -111,18 +110,19 @@ def train_class_conditioned(model, images, labels, preset=None, *, class_dropout
                             checkpoint=None, checkpoint_every: int = 200, max_steps=None, device=None,
                             progress: bool = True, what: str = "class UNet", fast: bool | None = None,
                             **overrides) -> dict:
-    "Train `model` on uint8 `images` N×28×28 (or latents) with `labels`, resuming from `checkpoint`; returns the record."
+    "Train `model` on uint8 `images` N×28×28 (or latents) and `labels`, resuming from `checkpoint`: the run's record."
     run = class_run_settings(preset, images, class_dropout=class_dropout, seed=seed, **overrides)
     check_null_label(model, class_dropout)
     n, dev, noise_scheduler = run["train_samples"], get_device(device), make_scheduler("ddpm")
-    loss = lambda model, batch, generator, bf16: diffusion_loss(model, noise_scheduler, *batch, class_dropout, generator, bf16)
+    loss = lambda model, batch, generator, bf16: diffusion_loss(model, noise_scheduler, *batch, class_dropout,
+                                                                generator, bf16)
     batches = epoch_batches(images[:n].to(dev), labels[:n].to(dev), run["batch_size"], seed)
     return train(model, loss, batches, run, seed=seed, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                  max_steps=max_steps, device=device, progress=progress, what=what, fast=fast)
 
 # %% ../nbs/01_conditioning.ipynb #0e65fa44
 def checkpoint_path(preset, images, labels, cache_dir=None, kind: str = "class-unet", **run):
-    "Where the UNet that `train_class_conditioned(..., preset, **run)` trains on this data is kept (`kind` names the model)."
+    "The cache file of the UNet `train_class_conditioned(..., preset, **run)` trains on this data (`kind`: the model)."
     recipe = class_run_settings(preset, images, **run) | ({} if isinstance(preset, str) else {"preset values": preset})
     return cache_path(f"{kind}-{preset_label(preset)}", recipe, (images, labels), ".safetensors", cache_dir)
 
@@ -130,8 +130,8 @@ def checkpoint_path(preset, images, labels, cache_dir=None, kind: str = "class-u
 def check_class_model(model) -> int:
     "The number of class embeddings of `model`; a `ValueError` if it has none."
     n = getattr(model.config, "num_class_embeds", None)
-    if not n: raise ValueError("`model` has no class embeddings (num_class_embeds is None): build it with make_class_unet() "
-                               "or UNet2DModel(num_class_embeds=...).")
+    if not n: raise ValueError("`model` has no class embeddings (num_class_embeds is None): build it with "
+                               "make_class_unet() or UNet2DModel(num_class_embeds=...).")
     return n
 
 def check_class_labels(class_label) -> list[int]:
@@ -139,7 +139,8 @@ def check_class_labels(class_label) -> list[int]:
     labels = [class_label] if isinstance(class_label, (int, np.integer)) else list(class_label)
     bad = [c for c in labels if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < N_CLASSES]
     if bad or not labels:
-        raise ValueError(f"`class_label` must be an int 0-{N_CLASSES - 1} (or a non-empty list of them); got {class_label!r}.")
+        raise ValueError(f"`class_label` must be an int 0-{N_CLASSES - 1} (or a non-empty list of them); "
+                         f"got {class_label!r}.")
     return [int(c) for c in labels]
 
 # %% ../nbs/01_conditioning.ipynb #fabd5610
@@ -152,7 +153,7 @@ def check_guidance_model(model, guidance_scale) -> float:
     return scale
 
 def check_steps(num_inference_steps, scheduler) -> int:
-    "`num_inference_steps` (default: every training timestep, as the original chapter samples), checked to be 1..that many."
+    "`num_inference_steps`, checked to be 1 to the training timesteps (default: all of them, as the original samples)."
     most = scheduler.config.num_train_timesteps
     steps = most if num_inference_steps is None else num_inference_steps
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= most:
@@ -160,8 +161,9 @@ def check_steps(num_inference_steps, scheduler) -> int:
     return int(steps)
 
 # %% ../nbs/01_conditioning.ipynb #cb1dd665
-def check_class_request(model, class_label, n_samples, guidance_scale, mixed_precision, output_type) -> tuple[list[int], float]:
-    "The checked class labels and guidance scale of a `generate_from_class` call; a `ValueError` naming any bad argument."
+def check_class_request(model, class_label, n_samples, guidance_scale, mixed_precision,
+                        output_type) -> tuple[list[int], float]:
+    "The checked labels and guidance scale of a `generate_from_class` call; a `ValueError` naming any bad argument."
     labels, scale = check_class_labels(class_label), check_guidance_model(model, guidance_scale)
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ValueError(f"`n_samples` must be a positive int; got {n_samples!r}.")
@@ -170,7 +172,8 @@ def check_class_request(model, class_label, n_samples, guidance_scale, mixed_pre
     return labels, scale
 
 # %% ../nbs/01_conditioning.ipynb #48f6c7cd
-def guided_noise(model, model_input: torch.Tensor, t, cond: torch.Tensor, scale: float, mixed_precision: str = "no") -> torch.Tensor:
+def guided_noise(model, model_input: torch.Tensor, t, cond: torch.Tensor, scale: float,
+                 mixed_precision: str = "no") -> torch.Tensor:
     "The noise `model` predicts for `model_input` at step `t`, guided towards the labels `cond` with `scale`."
     uncond = torch.full_like(cond, NULL_CLASS)
     labels = cond if scale == 1 else uncond if scale == 0 else torch.cat([uncond, cond])
@@ -187,7 +190,7 @@ def generate_from_class(model, scheduler, class_label, n_samples: int = 8, guida
                         num_inference_steps: int | None = None, generator: torch.Generator | None = None,
                         mixed_precision: str = "no", use_clipped_model_output: bool = True, progress: bool = True,
                         output_type: str = "image", fast: bool | None = None) -> torch.Tensor:
-    "`n_samples` images (B×1×32×32 in [0, 1]; raw samples for `output_type`='latent') of each class in `class_label`, with CFG."
+    "`n_samples` images (B×1×32×32 in [0, 1]; raw if `output_type`='latent') of each class in `class_label`, with CFG."
     labels, scale = check_class_request(model, class_label, n_samples, guidance_scale, mixed_precision, output_type)
     device = next(model.parameters()).device
     scheduler.set_timesteps(check_steps(num_inference_steps, scheduler))  # on the CPU: no wait for the GPU at each step
@@ -214,8 +217,10 @@ def guidance_grid(model, scheduler, scales=(1, 2, 3, 5, 7.5), classes=range(N_CL
     per_scale = [sample(scale).view(len(classes), n_samples, 1, 32, 32) for scale in scales]
     images = torch.cat(per_scale, dim=1).flatten(0, 1)  # row = class, columns = scales side by side
     columns = len(scales) * n_samples
-    titles = [f"s={scales[j // n_samples]}" if i < columns and j % n_samples == 0 else "" for i in range(len(images)) for j in [i % columns]]
-    return show_images(images, titles=titles, nrows=len(classes), title=title, row_labels=[FASHION_CLASSES[c] for c in classes],
+    titles = [f"s={scales[j // n_samples]}" if i < columns and j % n_samples == 0 else ""
+              for i in range(len(images)) for j in [i % columns]]
+    return show_images(images, titles=titles, nrows=len(classes), title=title,
+                       row_labels=[FASHION_CLASSES[c] for c in classes],
                        figsize=(len(scales) * n_samples * 0.55 + 0.9, len(classes) * 0.6 + (0.4 if title else 0)))
 
 # %% ../nbs/01_conditioning.ipynb #c9a7e002
@@ -227,7 +232,7 @@ def train_class_unet_main(
     max_steps: int = None,  # stop after this many steps (default: the preset's whole run)
     record: str = None,  # a JSON file of what each process did; `{rank}` in the name becomes the process's number
 ) -> dict:
-    "Chapter 1's training as a command: `python -m course_lib.conditioning`, or several processes with `accelerate launch`."
+    "Chapter 1's training as a command: `python -m course_lib.conditioning`, or `accelerate launch` for several."
     state = PartialState(cpu=get_device().type == "cpu")  # first: each process takes its device and joins the others
     images, labels = fashion_tensors(load_fashion_mnist("train", verbose=state.is_main_process), state.device)
     model = make_class_unet(preset, seed=seed)
@@ -235,7 +240,7 @@ def train_class_unet_main(
                                   progress=state.is_main_process)
     state.wait_for_everyone()
     if state.is_main_process: save_pretrained_atomic(model, out)
-    done = {"rank": state.process_index, "processes": state.num_processes, "steps": run["step"], "losses": run["losses"],
-            "seconds": run["seconds"], "saved": state.is_main_process}
+    done = {"rank": state.process_index, "processes": state.num_processes, "steps": run["step"],
+            "losses": run["losses"], "seconds": run["seconds"], "saved": state.is_main_process}
     if record: Path(record.format(rank=state.process_index)).write_text(json.dumps(done))
     return done

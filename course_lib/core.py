@@ -6,7 +6,8 @@ Docs: https://sd-course.github.io/course_lib/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #fe48b53e
 from __future__ import annotations
-import configparser, contextlib, functools, importlib.resources, importlib.util, math, os, threading, urllib.error, urllib.request
+import configparser, contextlib, functools, importlib.resources, importlib.util, math, os, threading
+import urllib.error, urllib.request
 from pathlib import Path
 
 import huggingface_hub
@@ -32,8 +33,9 @@ def check_choice(name: str, value, choices):
 
 # %% ../nbs/00_core.ipynb #cce4c199
 def check_guidance_scale(guidance_scale) -> float:
-    "`guidance_scale` as a float, or a `ValueError` unless it is a finite number >= 0 (0: unconditional, 1: no guidance)."
-    is_number = isinstance(guidance_scale, (int, float, np.integer, np.floating)) and not isinstance(guidance_scale, bool)
+    "`guidance_scale` as a float, or a `ValueError` unless it is a finite number >= 0 (0: unconditional, 1: plain)."
+    is_number = (isinstance(guidance_scale, (int, float, np.integer, np.floating))
+                 and not isinstance(guidance_scale, bool))
     if not is_number or not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise ValueError(f"`guidance_scale` must be a finite number >= 0 (1 = no guidance); got {guidance_scale!r}.")
     return float(guidance_scale)
@@ -58,7 +60,7 @@ def read_settings(path) -> configparser.ConfigParser:
 
 # %% ../nbs/00_core.ipynb #ffee5ccf
 def find_settings_file(start=None) -> Path | None:
-    "The course's `settings.ini`: `$COURSE_SETTINGS`, else the nearest above `start` (the cwd), else the source checkout's."
+    "The course's `settings.ini`: `$COURSE_SETTINGS`, else the nearest above `start` (the cwd), else the checkout's."
     if env := os.environ.get("COURSE_SETTINGS"):
         path = Path(env).expanduser()
         if not path.is_file(): raise FileNotFoundError(f"COURSE_SETTINGS={env!r} is not a file.")
@@ -85,7 +87,8 @@ def parse_value(text: str):
 
 # %% ../nbs/00_core.ipynb #9ca07900
 PRESET_FAMILIES = ("preset", "vae", "latent", "clip", "colour_vae", "text_unet")
-# [preset.cpu]: chapter 1's UNet; [vae.cpu], [latent.cpu]: chapter 2's; [clip.cpu]: chapter 3's CLIP; the last two: chapter 5's
+# [preset.cpu]: chapter 1's UNet; [vae.cpu], [latent.cpu]: chapter 2's; [clip.cpu]: chapter 3's CLIP;
+# the last two: chapter 5's
 
 def is_preset_section(section: str) -> bool: return section.split(".")[0] in PRESET_FAMILIES and "." in section
 
@@ -114,7 +117,8 @@ def names(self: CourseSettings) -> list[str]:
 @patch
 def preset_names(self: CourseSettings, family: str = "preset") -> list[str]:
     "The presets of `family`, e.g. ['smoke', 'cpu', 'gpu']."
-    return [s.split(".", 1)[1] for s in self.parser.sections() if s.startswith(f"{check_choice('family', family, PRESET_FAMILIES)}.")]
+    prefix = f"{check_choice('family', family, PRESET_FAMILIES)}."
+    return [s.split(".", 1)[1] for s in self.parser.sections() if s.startswith(prefix)]
 
 @patch(as_prop=True)
 def presets(self: CourseSettings) -> list[str]: return self.preset_names("preset")
@@ -151,7 +155,8 @@ def origin(self: CourseSettings, name, value=None):
 @patch
 def __repr__(self: CourseSettings):
     rows = [f"  {n} = {self.get(n)!r}  ({self.origin(n)})" for n in self.names]
-    return f"CourseSettings from {self.file or 'built-in defaults'}:\n" + "\n".join(rows) + f"\n  presets: {self.presets}"
+    return (f"CourseSettings from {self.file or 'built-in defaults'}:\n" + "\n".join(rows)
+            + f"\n  presets: {self.presets}")
 
 # %% ../nbs/00_core.ipynb #0f57c89e
 @patch
@@ -162,7 +167,7 @@ def get_path(self: CourseSettings, name, value=None) -> Path:
 
 @patch
 def preset(self: CourseSettings, name, family: str = "preset") -> dict:
-    "Section `[<family>.<name>]` as Python values; `$COURSE_<NAME>_<KEY>` (`$COURSE_<FAMILY>_<NAME>_<KEY>`) overrides one."
+    "Section `[<family>.<name>]` as Python values; `$COURSE_<NAME>_<KEY>` (`$COURSE_<FAMILY>_<NAME>_<KEY>`) overrides."
     check_choice("preset", name, self.preset_names(family))
     env = f"COURSE_{name.upper()}" if family == "preset" else f"COURSE_{family.upper()}_{name.upper()}"
     section = self.parser[f"{family}.{name}"]
@@ -183,7 +188,8 @@ def get_device(device=None) -> torch.device:
     try: dev = torch.device(choice)
     except RuntimeError: raise ValueError(f"`device` must be {allowed}; got {choice!r}.") from None
     if dev.type not in ("cpu", "cuda", "mps"): raise ValueError(f"`device` must be {allowed}; got {choice!r}.")
-    missing = (dev.type == "cuda" and not torch.cuda.is_available()) or (dev.type == "mps" and not torch.backends.mps.is_available())
+    missing = ((dev.type == "cuda" and not torch.cuda.is_available())
+               or (dev.type == "mps" and not torch.backends.mps.is_available()))
     if missing: raise ValueError(f"`device`={choice!r}, but this torch sees no {dev.type} device; use 'auto' or 'cpu'.")
     return dev
 
@@ -195,13 +201,17 @@ def make_generator(seed: int, device=None) -> torch.Generator:
     return torch.Generator(device=get_device(device)).manual_seed(int(seed))
 
 # %% ../nbs/00_core.ipynb #fa8faf05
-STREAMS = {"epoch": 0, "step": 1, "judge epoch": 2, "scaling batch": 2, "scaling noise": 3}  # name -> the number in keys
+# name -> the number in keys. "judge epoch" and "scaling batch" share 2 ("scaling batch" draws what the judge's epoch 0
+# draws): harmless, as no run uses both. A new number for either would change what `make models` remakes: the shipped
+# judge, or the Fashion VAE's scaling factor (0.5505) and with it the latent UNet trained on its latents.
+STREAMS = {"epoch": 0, "step": 1, "judge epoch": 2, "scaling batch": 2, "scaling noise": 3}
 
 def derived_generator(seed: int, stream: str, *key: int, device="cpu") -> torch.Generator:
     "A `torch.Generator` on `device` for the random `stream` (see `STREAMS`) of run `seed` at `key` (e.g. epoch, step)."
     check_choice("stream", stream, tuple(STREAMS))
     entropy = [int(seed), STREAMS[stream], *map(int, key)]
-    return torch.Generator(device=device).manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
+    mixed = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(mixed))
 
 # %% ../nbs/00_core.ipynb #eb342104
 @contextlib.contextmanager
@@ -226,7 +236,8 @@ def sources_used() -> str:
 # %% ../nbs/00_core.ipynb #e966c83a
 def model_note(preset, steps: int | None = None, what: str = "model") -> str:
     "Which trained `what` drew a figure: its `preset` (a name or a dict) and training `steps`; `smoke` is flagged."
-    note = f"{preset if isinstance(preset, str) else 'custom'} {what}" + (f", {steps:,} training steps" if steps else "")
+    note = f"{preset if isinstance(preset, str) else 'custom'} {what}"
+    note += f", {steps:,} training steps" if steps else ""
     return note + (" (a test-sized run: noise, not results)" if preset == "smoke" else "")
 
 # %% ../nbs/00_core.ipynb #f1b12d8a
@@ -275,8 +286,10 @@ def cached_snapshot(repo_id: str, alternative: str, repo_type: str = "model") ->
 def load_pretrained(cls, name_or_path, *, alternative: str, what: str | None = None, **kwargs):
     "`cls.from_pretrained(name_or_path, **kwargs)`, failing fast with `alternative` when the Hub is out of reach."
     if (local := Path(name_or_path).expanduser().is_dir()) or hub_reachable():
-        loaded, where = cls.from_pretrained(name_or_path, **kwargs), f"{'folder' if local else 'the Hub:'} {name_or_path}"
+        loaded = cls.from_pretrained(name_or_path, **kwargs)
+        where = f"{'folder' if local else 'the Hub:'} {name_or_path}"
     else:  # the cached folder itself: offline, transformers 5 can return an *empty* tokenizer instead of raising
-        loaded, where = cls.from_pretrained(cached_snapshot(str(name_or_path), alternative), **kwargs), f"the Hub cache: {name_or_path}"
+        loaded = cls.from_pretrained(cached_snapshot(str(name_or_path), alternative), **kwargs)
+        where = f"the Hub cache: {name_or_path}"
     if what: note_source(what, f"pretrained, {where}")
     return loaded

@@ -19,9 +19,9 @@ from .core import cached_snapshot, check_choice, get_device, hub_reachable, note
 from .garments import draw_fashion
 
 # %% auto #0
-__all__ = ['FASHION_CLASSES', 'SPLITS', 'SOURCES', 'IDX_MD5', 'IDX_DTYPES', 'IDX_STEMS', 'FASHION_ALTERNATIVE', 'OFFLINE_VERSION',
-           'OFFLINE_SIZES', 'fashion_features', 'png_value', 'fashion_dataset', 'unpack_idx', 'read_idx',
-           'fashion_search_dirs', 'find_idx', 'load_local_fashion', 'load_hub_fashion', 'cached_dataset',
+__all__ = ['FASHION_CLASSES', 'SPLITS', 'SOURCES', 'SOURCE_NOTES', 'IDX_MD5', 'IDX_DTYPES', 'IDX_STEMS', 'FASHION_ALTERNATIVE',
+           'OFFLINE_VERSION', 'OFFLINE_SIZES', 'fashion_features', 'png_value', 'fashion_dataset', 'unpack_idx',
+           'read_idx', 'fashion_search_dirs', 'find_idx', 'load_local_fashion', 'load_hub_fashion', 'cached_dataset',
            'load_offline_fashion', 'load_fashion_mnist', 'fashion_tensors', 'class_examples']
 
 # %% ../nbs/00_data.ipynb #4b82a586
@@ -29,6 +29,8 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 SPLITS = ("train", "test")
 SOURCES = ("auto", "hub", "local", "offline")
+SOURCE_NOTES = {"hub": "the real Fashion-MNIST from the Hub", "local": "the real Fashion-MNIST's IDX files",
+                "offline": "the offline set drawn here, not the real Fashion-MNIST"}  # for note_source
 
 def fashion_features() -> datasets.Features:
     "The features every source returns: a PIL `image` and a `label` named by `FASHION_CLASSES`."
@@ -36,7 +38,7 @@ def fashion_features() -> datasets.Features:
 
 # %% ../nbs/00_data.ipynb #f266b55e
 def png_value(array: np.ndarray) -> dict:
-    "A uint8 image array as the value an `Image` feature stores: fast-compressed PNG bytes (a 60k-image set in seconds)."
+    "A uint8 image array as the value an `Image` feature stores: fast-compressed PNG bytes (60k images in seconds)."
     buffer = io.BytesIO(); Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
     return {"bytes": buffer.getvalue(), "path": None}
 
@@ -159,11 +161,12 @@ def load_offline_fashion(split: str = "train", seed=None, cache_dir=None, n=None
     def build():
         images, labels = draw_fashion(n, seed=(seed, SPLITS.index(split)))
         return fashion_dataset(images.numpy(), labels.numpy(), f"offline: the course's procedural Fashion-like set "
-                               f"(seed {seed}), drawn by course_lib.data, not the real Fashion-MNIST")
+                               f"(seed {seed}), drawn by course_lib.garments, not the real Fashion-MNIST")
     return cached_dataset(folder, build)
 
 # %% ../nbs/00_data.ipynb #42dbfb76
-def load_fashion_mnist(split: str = "train", source=None, data_dir=None, hub_id=None, seed=None, verbose=True) -> datasets.Dataset:
+def load_fashion_mnist(split: str = "train", source=None, data_dir=None, hub_id=None, seed=None,
+                       verbose=True) -> datasets.Dataset:
     "Fashion-MNIST `split` from `source` ('auto', 'hub', 'local', 'offline'; settings: `data_source`)."
     check_choice("split", split, SPLITS)
     source = check_choice("source", settings.get("data_source", source), SOURCES)
@@ -175,12 +178,11 @@ def load_fashion_mnist(split: str = "train", source=None, data_dir=None, hub_id=
             try: ds = loaders[source](); break
             except (ConnectionError, FileNotFoundError) as e: errors.append(f"- {source}: {e}")
         else:
-            raise FileNotFoundError("No Fashion-MNIST source is available (source='auto' tried the Hub, then local files):\n"
-                                    + "\n".join(errors) + "\nOr choose source='offline', the course's own drawn set "
-                                    "(set COURSE_DATA_SOURCE=offline or data_source in settings.ini).")
+            raise FileNotFoundError("No Fashion-MNIST source is available (source='auto' tried the Hub, then local "
+                                    "files):\n" + "\n".join(errors) + "\nOr choose source='offline', the course's own "
+                                    "drawn set (set COURSE_DATA_SOURCE=offline or data_source in settings.ini).")
     else: ds = loaders[source]()
-    note_source("Fashion data", {"hub": "the real Fashion-MNIST from the Hub", "local": "the real Fashion-MNIST's IDX files",
-                                 "offline": "the offline set drawn here, not the real Fashion-MNIST"}[source])
+    note_source("Fashion data", SOURCE_NOTES[source])
     if verbose: print(f"Fashion-MNIST {split} ({len(ds):,} images) from {ds.info.description}")
     return ds
 

@@ -44,7 +44,8 @@ class FashionClassifier(ModelMixin, ConfigMixin):
 
 # %% ../nbs/01b_evaluation.ipynb #735dab89
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 2, batch_size: int = 128,
-                     learning_rate: float = 3e-3, seed: int = 0, device=None, progress: bool = True) -> FashionClassifier:
+                     learning_rate: float = 3e-3, seed: int = 0, device=None,
+                     progress: bool = True) -> FashionClassifier:
     "A `FashionClassifier` trained on uint8 `images` N×28×28 and their `labels` (in eval mode on `device`)."
     with seeded(seed): classifier = FashionClassifier()
     run = dict(epochs=epochs, steps_per_epoch=-(-len(images) // batch_size), batch_size=batch_size,
@@ -59,9 +60,11 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 2
 @torch.no_grad()
 def classifier_outputs(classifier, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     "(predicted classes, 64-wide features) of `classifier` for images N×1×32×32 in [0, 1]."
-    if images.ndim != 4 or images.shape[1:] != (1, 32, 32): raise ValueError(f"`images` must be N×1×32×32; got {tuple(images.shape)}.")
-    if images.min() < 0 or images.max() > 1: raise ValueError(f"`images` must be in [0, 1] (as generate_from_class returns); "
-                                                                 f"got values from {images.min():.2f} to {images.max():.2f}.")
+    if images.ndim != 4 or images.shape[1:] != (1, 32, 32):
+        raise ValueError(f"`images` must be N×1×32×32; got {tuple(images.shape)}.")
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError(f"`images` must be in [0, 1] (as generate_from_class returns); "
+                         f"got values from {images.min():.2f} to {images.max():.2f}.")
     dev = next(classifier.parameters()).device
     features = torch.cat([classifier.features(b.to(dev) * 2 - 1) for b in images.split(batch_size)])
     return classifier.head(features).argmax(1).cpu(), features.double().cpu()
@@ -75,8 +78,9 @@ def class_accuracy(classifier, images: torch.Tensor, labels) -> float:
 # %% ../nbs/01b_evaluation.ipynb #a06f996d
 def fashion_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 2, seed: int = 0, device=None,
                        cache_dir=None, progress: bool = True) -> FashionClassifier:
-    "The classifier trained on `images`/`labels` with `epochs` and `seed`: loaded from the cache, else trained and cached."
-    path = cache_path("fashion-classifier", {"epochs": epochs, "seed": seed}, (images, labels), ".safetensors", cache_dir)
+    "The classifier of `images`/`labels`, `epochs` and `seed`: loaded from the cache, else trained and cached."
+    recipe = {"epochs": epochs, "seed": seed}
+    path = cache_path("fashion-classifier", recipe, (images, labels), ".safetensors", cache_dir)
     if path.exists():
         classifier = FashionClassifier()
         classifier.load_state_dict(prefixed(read_checkpoint(path)[0], "model."))
@@ -91,7 +95,8 @@ def frechet_distance(features_a, features_b) -> float:
     "Fréchet distance between Gaussians fitted to two feature sets (N×F each, N > 1)."
     a, b = np.asarray(features_a, dtype=np.float64), np.asarray(features_b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
-        raise ValueError(f"`features_a` and `features_b` must be N×F with the same F and N > 1; got {a.shape} and {b.shape}.")
+        raise ValueError(f"`features_a` and `features_b` must be N×F with the same F and N > 1; "
+                         f"got {a.shape} and {b.shape}.")
     mean_a, mean_b, cov_a, cov_b = a.mean(0), b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     with warnings.catch_warnings():  # features that are always 0 (dead ReLUs) make Σ singular; the root is still right
         warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
@@ -104,18 +109,20 @@ def fid(classifier, images: torch.Tensor, reference: torch.Tensor) -> float:
     return frechet_distance(classifier_outputs(classifier, images)[1], classifier_outputs(classifier, reference)[1])
 
 # %% ../nbs/01b_evaluation.ipynb #48f690f4
-def guidance_sweep(model, scheduler, classifier, reference: torch.Tensor, scales=(1, 2, 3, 5, 7.5), n_per_class: int = 20,
-                   num_inference_steps: int = 50, seed: int = 0, mixed_precision: str = "no", progress: bool = True) -> pd.DataFrame:
+def guidance_sweep(model, scheduler, classifier, reference: torch.Tensor, scales=(1, 2, 3, 5, 7.5),
+                   n_per_class: int = 20, num_inference_steps: int = 50, seed: int = 0, mixed_precision: str = "no",
+                   progress: bool = True) -> pd.DataFrame:
     "Class accuracy and FID (against `reference`) of `n_per_class` samples per class at each guidance scale."
     rows, labels = [], torch.arange(N_CLASSES).repeat_interleave(n_per_class)
     device = next(model.parameters()).device
     for scale in tqdm(scales, desc="guidance scales", disable=not progress):
         start = time.perf_counter()
         samples = generate_from_class(model, scheduler, list(range(N_CLASSES)), n_per_class, guidance_scale=scale,
-                                      num_inference_steps=num_inference_steps, generator=torch.Generator(device).manual_seed(seed),
-                                      mixed_precision=mixed_precision, progress=False)
+                                      num_inference_steps=num_inference_steps, mixed_precision=mixed_precision,
+                                      generator=torch.Generator(device).manual_seed(seed), progress=False)
         rows.append({"guidance scale": scale, "class accuracy": class_accuracy(classifier, samples, labels),
-                     "FID": fid(classifier, samples, reference), "samples": len(samples), "seconds": time.perf_counter() - start})
+                     "FID": fid(classifier, samples, reference), "samples": len(samples),
+                     "seconds": time.perf_counter() - start})
     return pd.DataFrame(rows)
 
 # %% ../nbs/01b_evaluation.ipynb #1726d076
@@ -136,6 +143,6 @@ def plot_guidance_sweep(table: pd.DataFrame, title: str = "Class accuracy and FI
 GUIDANCE_SWEEP_PATH = importlib.resources.files("course_lib") / "assets" / "guidance_sweep.json"
 
 def committed_guidance_sweep() -> tuple[pd.DataFrame, dict]:
-    "The guidance sweep of the shipped class-unet, judged by the shipped judge (`bench/class_guidance.py --shipped`), and its facts."
+    "The shipped class-unet's guidance sweep by the shipped judge (`bench/class_guidance.py --shipped`), and its facts."
     facts = json.loads(GUIDANCE_SWEEP_PATH.read_text())
     return pd.DataFrame(facts["table"]), {k: v for k, v in facts.items() if k != "table"}

@@ -32,15 +32,16 @@ def fast_path_wanted(fast: bool | None, device) -> bool:
     return wanted and torch.device(device).type == "cuda"
 
 def compile_wanted(compile: bool | None, device) -> bool:
-    "Whether to compile for `device`: `compile` if given, else only on CUDA (on a CPU it takes minutes and gains little)."
+    "Whether to compile for `device`: `compile` if given, else only on CUDA (on a CPU it takes minutes, gains little)."
     return torch.device(device).type == "cuda" if compile is None else bool(compile)
 
 # %% ../nbs/00_fast.ipynb #ca34baed
 def detached_from_graph(output):
-    "A copy of the tensors in `output` (a tensor, tuple or diffusers output), so that a CUDA graph's next replay cannot overwrite them."
+    "A copy of the tensors in `output` (a tensor, tuple or diffusers output), safe from a CUDA graph's next replay."
     if torch.is_tensor(output): return output.clone()
     if isinstance(output, tuple): return tuple(detached_from_graph(item) for item in output)
-    if isinstance(output, dict): return type(output)(**{key: detached_from_graph(value) for key, value in output.items()})
+    if isinstance(output, dict):
+        return type(output)(**{key: detached_from_graph(value) for key, value in output.items()})
     return output
 
 # %% ../nbs/00_fast.ipynb #f1a7c002
@@ -53,7 +54,7 @@ def say_once(message: str) -> bool:
     return True
 
 def missing_bf16(device) -> str | None:
-    "Why CUDA `device` cannot compute in bf16 (compute capability below 8.0, e.g. a T4), or None where it can (or is no GPU)."
+    "Why CUDA `device` cannot compute in bf16 (compute capability below 8.0, e.g. a T4); None where it can (or no GPU)."
     device = torch.device(device)
     if device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 0): return None
     major, minor = torch.cuda.get_device_capability(device)
@@ -70,7 +71,8 @@ def usable_dtype(dtype: torch.dtype | None, device) -> torch.dtype | None:
 # %% ../nbs/00_fast.ipynb #f1a7c008
 class PlainPathFallback:
     "Calls `compiled`; once that fails and `plain` succeeds instead, says so once and calls `plain` from then on."
-    def __init__(self, compiled, plain, what: str): self.compiled, self.plain, self.what, self.failure = compiled, plain, what, None
+    def __init__(self, compiled, plain, what: str):
+        self.compiled, self.plain, self.what, self.failure = compiled, plain, what, None
 
     def __call__(self, *args, **kwargs):
         if self.failure is None:
@@ -89,24 +91,27 @@ def compiled_or_plain(model, what: str, **options):
     "`torch.compile(model, **options)`, falling back to `model` (said once) if compiling fails, now or at a call."
     try: return PlainPathFallback(torch.compile(model, **options), model, what)
     except Exception as error:
-        say_once(f"The fast path could not compile {what} ({type(error).__name__}: {str(error).strip()[:160]}); running the plain path.")
+        say_once(f"The fast path could not compile {what} ({type(error).__name__}: {str(error).strip()[:160]}); "
+                 "running the plain path.")
         return model
 
 # %% ../nbs/00_fast.ipynb #cd36acd9
 class FastInference:
-    "`model` for sampling: channels_last, optionally a `dtype` copy of its weights, compiled with CUDA graphs where `compile` says."
-    def __init__(self, model, dtype: torch.dtype | None = None, compile: bool | None = None, channels_last: bool = True):
+    "`model` for sampling: channels_last, maybe a `dtype` copy of its weights, CUDA graphs where `compile` says."
+    def __init__(self, model, dtype: torch.dtype | None = None, compile: bool | None = None,
+                 channels_last: bool = True):
         device, model_dtype = next(model.parameters()).device, next(model.parameters()).dtype
         self.model, self.device, self.dtype = model, device, usable_dtype(dtype, device) or model_dtype
         self.runner = model if self.dtype == model_dtype else copy.deepcopy(model).to(self.dtype).eval()
         if channels_last: self.runner.to(memory_format=torch.channels_last)
         self.compiled = compile_wanted(compile, device)
         options = dict(mode="reduce-overhead" if device.type == "cuda" else None, fullgraph=True)
-        self.call = compiled_or_plain(self.runner, f"the {type(model).__name__}", **options) if self.compiled else self.runner
+        what = f"the {type(model).__name__}"
+        self.call = compiled_or_plain(self.runner, what, **options) if self.compiled else self.runner
 
 # %% ../nbs/00_fast.ipynb #85c11008
 def to_runner(value, device, dtype: torch.dtype):
-    "`value` moved to `device` (without waiting) if it is a tensor, floating-point tensors cast to `dtype`; anything else as it is."
+    "`value` moved to `device`, without waiting, if a tensor, floating-point ones cast to `dtype`; anything else as is."
     if not torch.is_tensor(value): return value
     return value.to(device, dtype if value.is_floating_point() else value.dtype, non_blocking=True)
 
@@ -140,7 +145,7 @@ def fast_inference(model, dtype: torch.dtype | None = None, compile: bool | None
 COMPILED_FOR_TRAINING = weakref.WeakKeyDictionary()  # model -> its compiled version: compiled once, however many runs
 
 def compiled_for_training(model, device):
-    "`model` compiled for training steps, with CUDA graphs on CUDA; it shares the weights, the model's own calls stay eager."
+    "`model` compiled for training steps (CUDA graphs on CUDA), sharing its weights; the model's own calls stay eager."
     if model not in COMPILED_FOR_TRAINING:
         mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
         COMPILED_FOR_TRAINING[model] = compiled_or_plain(model, f"the {type(model).__name__} for training", mode=mode)
@@ -152,26 +157,34 @@ REPORT_PATH = importlib.resources.files("course_lib") / "assets" / "gpu_report.j
 def read_gpu_report(path=None) -> dict:
     "The report `bench/gpu_report.py` wrote to `path`; by default the H200 report that ships inside course_lib."
     path = REPORT_PATH if path is None else Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"No GPU report at {path}: run `python bench/gpu_report.py` on a GPU.")
+    if not path.is_file():
+        raise FileNotFoundError(f"No GPU report at {path}: run `python bench/gpu_report.py` on a GPU.")
     return json.loads(path.read_text())
 
 # %% ../nbs/00_fast.ipynb #7ef3417e
-def plot_gpu_report(report: dict, groups=None):
-    "Horizontal bars of `report`'s timed groups (seconds, log scale), labelled with the speed-up over a group's first bar."
+def _plot_timed_group(ax, group: dict) -> None:
+    "`group`'s timings as horizontal bars on `ax` (log scale), each labelled with its speed-up over the group's first."
     import textwrap
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
+    names, seconds = [r["variant"] for r in group["rows"]][::-1], [r["seconds"] for r in group["rows"]][::-1]
+    colours = ["tab:orange" if "fast path" in n else "tab:gray" for n in names]
+    ax.barh([textwrap.fill(n, 42) for n in names], seconds, color=colours)
+    baseline = "fast path" not in names[-1]  # a group of fast-path rows only (the panel's redraws) has no baseline
+    for y, s in enumerate(seconds):
+        ax.text(s, y, f" {s:.3g} s" + (f" ({seconds[-1] / s:.1f}x)" if baseline else ""), va="center", fontsize=8)
+    ax.set(xscale="log", xlim=(min(seconds) / 2, max(seconds) * 6), xlabel=group["unit"])
+    ax.xaxis.set_minor_formatter(NullFormatter())  # log axes label minor ticks too, and they collide
+    ax.set_title(textwrap.fill(group["name"], 100), fontsize=9, loc="left")
+
+# %% ../nbs/00_fast.ipynb #f1a7c0a7
+def plot_gpu_report(report: dict, groups=None):
+    "Horizontal bars of `report`'s timed groups (seconds, log scale), labelled with the speed-up over a group's first."
+    import matplotlib.pyplot as plt
     groups = [g for g in report["groups"] if groups is None or g["name"] in groups]
-    fig, axes = plt.subplots(len(groups), 1, figsize=(10, 1.0 + 0.62 * sum(len(g["rows"]) + 1.2 for g in groups)), squeeze=False)
-    for ax, group in zip(axes[:, 0], groups):
-        names, seconds = [r["variant"] for r in group["rows"]][::-1], [r["seconds"] for r in group["rows"]][::-1]
-        ax.barh([textwrap.fill(n, 42) for n in names], seconds, color=["tab:orange" if "fast path" in n else "tab:gray" for n in names])
-        baseline = "fast path" not in names[-1]  # a group of fast-path rows only (the panel's redraws) has no baseline
-        for y, s in enumerate(seconds):
-            ax.text(s, y, f" {s:.3g} s" + (f" ({seconds[-1] / s:.1f}x)" if baseline else ""), va="center", fontsize=8)
-        ax.set(xscale="log", xlim=(min(seconds) / 2, max(seconds) * 6), xlabel=group["unit"])
-        ax.xaxis.set_minor_formatter(NullFormatter())  # log axes label minor ticks too, and they collide
-        ax.set_title(textwrap.fill(group["name"], 100), fontsize=9, loc="left")
-    fig.suptitle(f"Measured on {report['device']} (torch {report['versions']['torch']}); orange: the fast path", fontsize=10)
+    height = 1.0 + 0.62 * sum(len(g["rows"]) + 1.2 for g in groups)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(10, height), squeeze=False)
+    for ax, group in zip(axes[:, 0], groups): _plot_timed_group(ax, group)
+    fig.suptitle(f"Measured on {report['device']} (torch {report['versions']['torch']}); orange: the fast path",
+                 fontsize=10)
     fig.tight_layout(); plt.close(fig)
     return fig

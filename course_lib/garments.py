@@ -16,10 +16,10 @@ import torch
 from .core import check_choice
 
 # %% auto #0
-__all__ = ['NOTHING', 'PATTERNS', 'DRAWERS', 'sd_box', 'sd_segment', 'sd_ellipse', 'sd_trapezoid', 'sd_ring', 'union', 'subtract',
-           'Params', 'line_shade', 'garment_coords', 'fabric', 'render_garments', 'torso_neck_sleeves', 'draw_tshirt',
-           'draw_shirt', 'draw_pullover', 'draw_coat', 'draw_dress', 'draw_trouser', 'sole', 'shoe_upper',
-           'draw_sneaker', 'draw_boot', 'draw_sandal', 'draw_bag', 'draw_class', 'draw_fashion']
+__all__ = ['FAR_OUTSIDE', 'PATTERNS', 'DRAWERS', 'sd_box', 'sd_segment', 'sd_ellipse', 'sd_trapezoid', 'sd_ring', 'union',
+           'subtract', 'Params', 'line_shade', 'garment_coords', 'fabric', 'render_garments', 'torso_neck_sleeves',
+           'draw_tshirt', 'draw_shirt', 'draw_pullover', 'draw_coat', 'draw_dress', 'draw_trouser', 'sole',
+           'shoe_upper', 'draw_sneaker', 'draw_boot', 'draw_sandal', 'draw_bag', 'draw_class', 'draw_fashion']
 
 # %% ../nbs/00_garments.ipynb #9a7dd241
 def sd_box(u, v, cu, cv, hu, hv):
@@ -55,7 +55,8 @@ def union(a, b):
 def subtract(a, b):
     "The shape `a` with `b` cut out of it, from their signed distances."
     return torch.maximum(a, -b)
-NOTHING = 9.0  # a distance so large the shape draws nothing: how a garment "drops" an optional part
+
+FAR_OUTSIDE = 9.0  # a signed distance far outside every pixel (it draws nothing): how a garment drops a part
 
 # %% ../nbs/00_garments.ipynb #878eef3b
 class Params:
@@ -73,153 +74,158 @@ def line_shade(sd_line, depth):
     return 1 - depth * (sd_line < 0).float()
 
 # %% ../nbs/00_garments.ipynb #f62d43ec
-def garment_coords(p: Params, size: int = 28):
+def garment_coords(params: Params, size: int = 28):
     "Pixel centres mapped into each garment's frame; also returns one pixel's width in garment units."
     lin = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
     y, x = torch.meshgrid(lin, lin, indexing="ij")
-    scale, aspect, angle = p(0.78, 1.0), p(0.85, 1.15), p(-0.14, 0.14)  # angle in radians: about ±8°
-    p.note("size", scale)  # how much of the frame the garment fills
-    x, y = x - p(-0.07, 0.07), y - p(-0.07, 0.07)
+    scale, aspect, angle = params(0.78, 1.0), params(0.85, 1.15), params(-0.14, 0.14)  # angle in radians: about ±8°
+    params.note("size", scale)  # how much of the frame the garment fills
+    x, y = x - params(-0.07, 0.07), y - params(-0.07, 0.07)
     cos, sin = torch.cos(angle), torch.sin(angle)
     return (cos * x + sin * y) / (scale * aspect), (-sin * x + cos * y) / (scale / aspect), 2 / (size * scale)
 
 # %% ../nbs/00_garments.ipynb #207ac063
 PATTERNS = ("plain", "horizontal stripes", "vertical stripes", "checks", "speckled")  # fabric's kinds, in order
 
-def fabric(u, v, p: Params):
+def fabric(u, v, params: Params):
     "Per-image brightness × texture × shading, in the garment's frame (so patterns turn with it)."
-    kind = p.note("pattern", torch.from_numpy(p.rng.choice(5, size=(p.n, 1, 1), p=[0.4, 0.15, 0.15, 0.15, 0.15])))  # PATTERNS
-    freq, phase, depth = p(4, 9), p(0, 2 * math.pi), p(0.15, 0.45)
-    if p.coarse: freq, depth = freq / 2, depth + 0.2  # wide, strong stripes: what a 4×8×8 latent of 32×32 pixels keeps
+    choice = params.rng.choice(5, size=(params.n, 1, 1), p=[0.4, 0.15, 0.15, 0.15, 0.15])  # an index into PATTERNS
+    kind = params.note("pattern", torch.from_numpy(choice))
+    freq, phase, depth = params(4, 9), params(0, 2 * math.pi), params(0.15, 0.45)
+    if params.coarse: freq, depth = freq / 2, depth + 0.2  # wide, strong stripes: what a 4×8×8 latent keeps
     rows, cols = torch.sin(freq * math.pi * v + phase), torch.sin(freq * math.pi * u + phase)
-    speckle = torch.from_numpy(p.rng.random((p.n, *u.shape[1:]), dtype=np.float32)) * 2 - 1
-    if p.coarse:  # blotches of 4×4 pixels (one latent cell each), from the same random numbers
+    speckle = torch.from_numpy(params.rng.random((params.n, *u.shape[1:]), dtype=np.float32)) * 2 - 1
+    if params.coarse:  # blotches of 4×4 pixels (one latent cell each), from the same random numbers
         speckle = speckle[:, ::4, ::4].repeat_interleave(4, 1).repeat_interleave(4, 2)[:, :u.shape[1], :u.shape[2]]
-    pattern = torch.stack([torch.zeros_like(u), rows, cols, rows * cols, speckle]).gather(0, kind[None].expand(1, *u.shape))[0]
-    shading = 1 - p(0.0, 0.35) * (v * p(-1, 1) + u * p(-0.5, 0.5)).clamp(-1, 1).abs()
-    brightness = p.note("brightness", p(0.3, 1.0))
+    patterns = torch.stack([torch.zeros_like(u), rows, cols, rows * cols, speckle])  # in PATTERNS order
+    pattern = patterns.gather(0, kind[None].expand(1, *u.shape))[0]
+    shading = 1 - params(0.0, 0.35) * (v * params(-1, 1) + u * params(-0.5, 0.5)).clamp(-1, 1).abs()
+    brightness = params.note("brightness", params(0.3, 1.0))
     return brightness * shading * (1 - depth * (pattern * 0.5 + 0.5))
 
 # %% ../nbs/00_garments.ipynb #7f3baaa4
-def render_garments(draw, p: Params, size: int = 28) -> torch.Tensor:
-    "Draw `p.n` garments with `draw` as a uint8 tensor (n, size, size)."
-    u, v, pixel = garment_coords(p, size)
-    sd, shade = draw(u, v, p)
+def render_garments(draw, params: Params, size: int = 28) -> torch.Tensor:
+    "Draw `params.n` garments with `draw` as a uint8 tensor (n, size, size)."
+    u, v, pixel = garment_coords(params, size)
+    sd, shade = draw(u, v, params)
     coverage = (0.5 - sd / pixel).clamp(0, 1)  # distance in pixels -> partial ink on the edge
-    return ((coverage * fabric(u, v, p) * shade).clamp(0, 1) * 255).round().to(torch.uint8)
+    return ((coverage * fabric(u, v, params) * shade).clamp(0, 1) * 255).round().to(torch.uint8)
 
 # %% ../nbs/00_garments.ipynb #b1c12472
-def torso_neck_sleeves(u, v, p, top, bottom, shoulder, hem, sleeve_end_u, sleeve_end_v, sleeve_width):
+def torso_neck_sleeves(u, v, params, top, bottom, shoulder, hem, sleeve_end_u, sleeve_end_v, sleeve_width):
     "A top's outline: a trapezoid torso, two sleeves from the shoulders, and the neckline cut out."
     body = sd_trapezoid(u, v, 0.0, top, bottom, shoulder, hem)
     sleeves = union(sd_segment(u, v, -shoulder + 0.06, top + 0.12, -sleeve_end_u, sleeve_end_v, sleeve_width),
                     sd_segment(u, v, shoulder - 0.06, top + 0.12, sleeve_end_u, sleeve_end_v, sleeve_width))
-    return body, sleeves, sd_ellipse(u, v, 0.0, top, shoulder * p(0.3, 0.45), p(0.08, 0.16))
+    return body, sleeves, sd_ellipse(u, v, 0.0, top, shoulder * params(0.3, 0.45), params(0.08, 0.16))
 
-def draw_tshirt(u, v, p):
-    top, shoulder, sleeve = p(-0.7, -0.55), p(0.38, 0.5), p(0.22, 0.4)
-    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, p(0.7, 0.85), shoulder, p(0.36, 0.48),
-                                             shoulder + sleeve, top + 0.15 + sleeve * p(0.5, 1.0), p(0.12, 0.18))
-    sleeves = torch.where(p.coin(0.15), NOTHING, sleeves)  # tops without sleeves
+def draw_tshirt(u, v, params):
+    top, shoulder, sleeve = params(-0.7, -0.55), params(0.38, 0.5), params(0.22, 0.4)
+    body, sleeves, neck = torso_neck_sleeves(u, v, params, top, params(0.7, 0.85), shoulder, params(0.36, 0.48),
+                                             shoulder + sleeve, top + 0.15 + sleeve * params(0.5, 1.0),
+                                             params(0.12, 0.18))
+    sleeves = torch.where(params.coin(0.15), FAR_OUTSIDE, sleeves)  # tops without sleeves
     return subtract(union(body, sleeves), neck), 1.0
 
 # %% ../nbs/00_garments.ipynb #26e22fe1
-def draw_shirt(u, v, p):
-    top, shoulder, long = p(-0.72, -0.58), p(0.36, 0.48), p.coin(0.6)
-    end_u = torch.where(long, shoulder + p(0.28, 0.42), shoulder + p(0.2, 0.34))
-    end_v = torch.where(long, p(0.45, 0.8), top + p(0.3, 0.5))
-    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, p(0.7, 0.9), shoulder, p(0.36, 0.46), end_u, end_v, p(0.1, 0.15))
+def draw_shirt(u, v, params):
+    top, shoulder, long = params(-0.72, -0.58), params(0.36, 0.48), params.coin(0.6)
+    end_u = torch.where(long, shoulder + params(0.28, 0.42), shoulder + params(0.2, 0.34))
+    end_v = torch.where(long, params(0.45, 0.8), top + params(0.3, 0.5))
+    body, sleeves, neck = torso_neck_sleeves(u, v, params, top, params(0.7, 0.9), shoulder, params(0.36, 0.46),
+                                             end_u, end_v, params(0.1, 0.15))
     collar = union(sd_segment(u, v, 0.0, top + 0.2, -0.2, top, 0.05), sd_segment(u, v, 0.0, top + 0.2, 0.2, top, 0.05))
     placket = sd_box(u, v, 0.0, 0.1, 0.02, 0.75)
     buttons = sd_ellipse(u, v, 0.0, torch.round((v + 0.05) * 4) / 4 - 0.05, 0.04, 0.04)
-    shade = line_shade(collar, 0.35) * line_shade(placket, p(0.2, 0.5)) * line_shade(buttons, p(0.0, 0.6))
+    shade = line_shade(collar, 0.35) * line_shade(placket, params(0.2, 0.5)) * line_shade(buttons, params(0.0, 0.6))
     return subtract(union(body, sleeves), neck + 0.05), shade
 
 # %% ../nbs/00_garments.ipynb #f7eafb2b
-def draw_pullover(u, v, p):
-    top, shoulder, hem = p(-0.68, -0.55), p(0.38, 0.5), p(0.6, 0.8)
-    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, hem, shoulder, p(0.38, 0.48),
-                                             shoulder + p(0.3, 0.45), p(0.55, 0.85), p(0.11, 0.16))
-    ribbed_hem = (v > hem - 0.12).float() * p(0.0, 0.4)
+def draw_pullover(u, v, params):
+    top, shoulder, hem = params(-0.68, -0.55), params(0.38, 0.5), params(0.6, 0.8)
+    body, sleeves, neck = torso_neck_sleeves(u, v, params, top, hem, shoulder, params(0.38, 0.48),
+                                             shoulder + params(0.3, 0.45), params(0.55, 0.85), params(0.11, 0.16))
+    ribbed_hem = (v > hem - 0.12).float() * params(0.0, 0.4)
     return subtract(union(body, sleeves), neck), 1 - ribbed_hem
 
 # %% ../nbs/00_garments.ipynb #8e9e74f9
-def draw_coat(u, v, p):
-    top, shoulder = p(-0.78, -0.62), p(0.4, 0.52)
-    body, sleeves, neck = torso_neck_sleeves(u, v, p, top, p(0.82, 0.95), shoulder, p(0.42, 0.56),
-                                             shoulder + p(0.3, 0.42), p(0.6, 0.88), p(0.12, 0.17))
-    opening = sd_segment(u, v, p(-0.06, 0.06), top + 0.1, p(-0.06, 0.06), 1.0, 0.025)
+def draw_coat(u, v, params):
+    top, shoulder = params(-0.78, -0.62), params(0.4, 0.52)
+    body, sleeves, neck = torso_neck_sleeves(u, v, params, top, params(0.82, 0.95), shoulder, params(0.42, 0.56),
+                                             shoulder + params(0.3, 0.42), params(0.6, 0.88), params(0.12, 0.17))
+    opening = sd_segment(u, v, params(-0.06, 0.06), top + 0.1, params(-0.06, 0.06), 1.0, 0.025)
     lapels = union(sd_segment(u, v, -0.2, top, 0.0, top + 0.4, 0.04), sd_segment(u, v, 0.2, top, 0.0, top + 0.4, 0.04))
     pockets = union(sd_box(u, v, -0.25, 0.45, 0.1, 0.015), sd_box(u, v, 0.25, 0.45, 0.1, 0.015))
-    shade = line_shade(opening, p(0.05, 0.7)) * line_shade(lapels, p(0.1, 0.4)) * line_shade(pockets, p(0.0, 0.5))
+    shade = (line_shade(opening, params(0.05, 0.7)) * line_shade(lapels, params(0.1, 0.4))
+             * line_shade(pockets, params(0.0, 0.5)))
     return subtract(union(body, sleeves), neck - 0.03), shade
 
 # %% ../nbs/00_garments.ipynb #04090ed4
-def draw_dress(u, v, p):
-    top, waist = p(-0.85, -0.7), p(-0.3, -0.05)
-    bodice = sd_trapezoid(u, v, 0.0, top, waist, p(0.2, 0.32), p(0.16, 0.24))
-    skirt = sd_trapezoid(u, v, 0.0, waist, p(0.8, 0.95), p(0.18, 0.26), p(0.38, 0.75))
-    sleeves = union(sd_segment(u, v, -0.2, top + 0.1, -p(0.35, 0.5), top + p(0.2, 0.4), 0.09),
-                    sd_segment(u, v, 0.2, top + 0.1, p(0.35, 0.5), top + p(0.2, 0.4), 0.09))
-    sleeves = torch.where(p.coin(0.65), NOTHING, sleeves)
-    return union(union(bodice, skirt), sleeves), line_shade(sd_box(u, v, 0.0, waist, 1.0, 0.025), p(0.0, 0.5))
+def draw_dress(u, v, params):
+    top, waist = params(-0.85, -0.7), params(-0.3, -0.05)
+    bodice = sd_trapezoid(u, v, 0.0, top, waist, params(0.2, 0.32), params(0.16, 0.24))
+    skirt = sd_trapezoid(u, v, 0.0, waist, params(0.8, 0.95), params(0.18, 0.26), params(0.38, 0.75))
+    sleeves = union(sd_segment(u, v, -0.2, top + 0.1, -params(0.35, 0.5), top + params(0.2, 0.4), 0.09),
+                    sd_segment(u, v, 0.2, top + 0.1, params(0.35, 0.5), top + params(0.2, 0.4), 0.09))
+    sleeves = torch.where(params.coin(0.65), FAR_OUTSIDE, sleeves)
+    return union(union(bodice, skirt), sleeves), line_shade(sd_box(u, v, 0.0, waist, 1.0, 0.025), params(0.0, 0.5))
 
 # %% ../nbs/00_garments.ipynb #cb30e984
-def draw_trouser(u, v, p):
-    waist, hem, half, crotch = p(-0.9, -0.75), p(0.85, 0.97), p(0.2, 0.3), p(-0.45, -0.2)
-    flare, leg = p(-0.08, 0.1), p(0.13, 0.2)
+def draw_trouser(u, v, params):
+    waist, hem, half, crotch = params(-0.9, -0.75), params(0.85, 0.97), params(0.2, 0.3), params(-0.45, -0.2)
+    flare, leg = params(-0.08, 0.1), params(0.13, 0.2)
     hips = sd_box(u, v, 0.0, (waist + crotch) / 2, half + leg * 0.6, (crotch - waist) / 2)
     legs = union(sd_segment(u, v, -half + 0.02, crotch, -half - flare, hem, leg),
                  sd_segment(u, v, half - 0.02, crotch, half + flare, hem, leg))
-    return union(hips, legs), line_shade(sd_box(u, v, 0.0, waist + 0.05, 1.0, 0.03), p(0.0, 0.4))
+    return union(hips, legs), line_shade(sd_box(u, v, 0.0, waist + 0.05, 1.0, 0.03), params(0.0, 0.4))
 
 # %% ../nbs/00_garments.ipynb #66003f0f
 def sole(u, v, toe, heel, base, thick): return sd_box(u, v, (toe + heel) / 2, base, (heel - toe) / 2, thick)
 
-def shoe_upper(u, v, p, toe, heel, base, collar):
+def shoe_upper(u, v, params, toe, heel, base, collar):
     "A shoe body whose top edge rises from the toe to the ankle `collar` height."
     t = ((u - toe) / (heel - toe)).clamp(0, 1)
-    top_edge = base - 0.25 - (base - 0.25 - collar) * t.pow(p(0.7, 1.5))
+    top_edge = base - 0.25 - (base - 0.25 - collar) * t.pow(params(0.7, 1.5))
     return torch.maximum(torch.maximum(top_edge - v, v - base), torch.maximum(toe - u, u - heel))
 
-def draw_sneaker(u, v, p):
-    toe, heel, base = p(-0.95, -0.8), p(0.8, 0.95), p(0.2, 0.4)
-    upper = union(shoe_upper(u, v, p, toe, heel, base, base - p(0.6, 0.85)),
-                  sd_ellipse(u, v, toe + 0.25, base - 0.15, 0.26, p(0.18, 0.28)))
-    laces = sd_segment(u, v, toe + 0.45, base - 0.3, heel - 0.45, base - p(0.45, 0.6), 0.03)
+def draw_sneaker(u, v, params):
+    toe, heel, base = params(-0.95, -0.8), params(0.8, 0.95), params(0.2, 0.4)
+    upper = union(shoe_upper(u, v, params, toe, heel, base, base - params(0.6, 0.85)),
+                  sd_ellipse(u, v, toe + 0.25, base - 0.15, 0.26, params(0.18, 0.28)))
+    laces = sd_segment(u, v, toe + 0.45, base - 0.3, heel - 0.45, base - params(0.45, 0.6), 0.03)
     stripe = sd_segment(u, v, toe + 0.6, base - 0.05, heel - 0.3, base - 0.35, 0.03)
-    shade = line_shade(laces, p(0.0, 0.5)) * line_shade(stripe, p(0.0, 0.6)) * (1 - 0.35 * (v > base).float())
-    return union(upper, sole(u, v, toe - 0.02, heel + 0.02, base + 0.04, p(0.04, 0.08))), shade
+    shade = line_shade(laces, params(0.0, 0.5)) * line_shade(stripe, params(0.0, 0.6)) * (1 - 0.35 * (v > base).float())
+    return union(upper, sole(u, v, toe - 0.02, heel + 0.02, base + 0.04, params(0.04, 0.08))), shade
 
 # %% ../nbs/00_garments.ipynb #83031ba2
-def draw_boot(u, v, p):
-    toe, heel, base, shaft_top = p(-0.95, -0.8), p(0.8, 0.95), p(0.4, 0.6), p(-0.9, -0.6)
-    foot = shoe_upper(u, v, p, toe, heel, base, base - p(0.5, 0.7))
+def draw_boot(u, v, params):
+    toe, heel, base, shaft_top = params(-0.95, -0.8), params(0.8, 0.95), params(0.4, 0.6), params(-0.9, -0.6)
+    foot = shoe_upper(u, v, params, toe, heel, base, base - params(0.5, 0.7))
     shaft = sd_box(u, v, (heel + 0.1) / 2, (base + shaft_top) / 2, (heel - 0.1) / 2, (base - shaft_top) / 2)
-    heel_block = sd_box(u, v, heel - 0.15, base + 0.1, 0.15, p(0.05, 0.18))
+    heel_block = sd_box(u, v, heel - 0.15, base + 0.1, 0.15, params(0.05, 0.18))
     zip_line = sd_segment(u, v, heel - 0.3, base - 0.2, heel - 0.3, -0.85, 0.025)
     outline = union(union(foot, shaft), union(heel_block, sole(u, v, toe, heel, base + 0.03, 0.04)))
-    return outline, line_shade(zip_line, p(0.0, 0.4))
+    return outline, line_shade(zip_line, params(0.0, 0.4))
 
 # %% ../nbs/00_garments.ipynb #0e0b11df
-def draw_sandal(u, v, p):
-    toe, heel, base, strap = p(-0.95, -0.8), p(0.8, 0.95), p(0.3, 0.5), p(0.03, 0.055)
+def draw_sandal(u, v, params):
+    toe, heel, base, strap = params(-0.95, -0.8), params(0.8, 0.95), params(0.3, 0.5), params(0.03, 0.055)
     arch = lambda cu, radius: torch.maximum(sd_ring(u, v, cu, base, radius, strap), v - base)  # upper half-ring
-    front, middle = arch(toe + p(0.3, 0.5), p(0.2, 0.35)), arch(p(-0.15, 0.15), p(0.2, 0.4))
-    ankle = sd_ring(u, v, heel - p(0.25, 0.35), base - p(0.4, 0.6), p(0.15, 0.25), strap)
-    back = sd_segment(u, v, heel - 0.05, base, heel - 0.2, base - p(0.4, 0.6), strap)
-    heel_height = p(0.0, 0.3)
+    front, middle = arch(toe + params(0.3, 0.5), params(0.2, 0.35)), arch(params(-0.15, 0.15), params(0.2, 0.4))
+    ankle = sd_ring(u, v, heel - params(0.25, 0.35), base - params(0.4, 0.6), params(0.15, 0.25), strap)
+    back = sd_segment(u, v, heel - 0.05, base, heel - 0.2, base - params(0.4, 0.6), strap)
+    heel_height = params(0.0, 0.3)
     heel_block = sd_box(u, v, heel - 0.12, base + heel_height / 2, 0.08, heel_height / 2)
-    straps = torch.where(p.coin(0.25), union(front, back), union(union(front, middle), union(ankle, back)))
-    return union(union(sole(u, v, toe, heel, base, p(0.03, 0.07)), heel_block), straps), 1.0
+    straps = torch.where(params.coin(0.25), union(front, back), union(union(front, middle), union(ankle, back)))
+    return union(union(sole(u, v, toe, heel, base, params(0.03, 0.07)), heel_block), straps), 1.0
 
 # %% ../nbs/00_garments.ipynb #5c9938e9
-def draw_bag(u, v, p):
-    top = p(-0.35, -0.05)
-    body = sd_trapezoid(u, v, 0.0, top, p(0.6, 0.85), p(0.5, 0.8), p(0.6, 0.9))
-    handle = torch.maximum(sd_ring(u, v, 0.0, top, p(0.25, 0.5), p(0.03, 0.07)), v - top)
-    handle = torch.where(p.coin(0.75), handle, NOTHING)  # clutches have none
-    return union(body, handle), line_shade(sd_box(u, v, 0.0, top + p(0.15, 0.35), 1.0, 0.02), p(0.0, 0.5))
+def draw_bag(u, v, params):
+    top = params(-0.35, -0.05)
+    body = sd_trapezoid(u, v, 0.0, top, params(0.6, 0.85), params(0.5, 0.8), params(0.6, 0.9))
+    handle = torch.maximum(sd_ring(u, v, 0.0, top, params(0.25, 0.5), params(0.03, 0.07)), v - top)
+    handle = torch.where(params.coin(0.75), handle, FAR_OUTSIDE)  # clutches have none
+    return union(body, handle), line_shade(sd_box(u, v, 0.0, top + params(0.15, 0.35), 1.0, 0.02), params(0.0, 0.5))
 
 # %% ../nbs/00_garments.ipynb #c2324e84
 DRAWERS = [draw_tshirt, draw_trouser, draw_pullover, draw_dress, draw_coat,
@@ -227,19 +233,21 @@ DRAWERS = [draw_tshirt, draw_trouser, draw_pullover, draw_dress, draw_coat,
 
 # %% ../nbs/00_garments.ipynb #f83edc7a
 def draw_class(label: int, n: int, seed=0, size: int = 28) -> torch.Tensor:
-    "`n` drawn garments of class `label` (an index into `FASHION_CLASSES`) as uint8 n×size×size; same seed, same pixels."
+    "`n` drawn garments of class `label` (an index into `FASHION_CLASSES`), uint8 n×size×size; same seed, same pixels."
     check_choice("label", label, range(len(DRAWERS)))
     return render_garments(DRAWERS[label], Params(np.random.default_rng(seed), n), size)
 
 # %% ../nbs/00_garments.ipynb #f2d272d0
 def draw_fashion(n: int, seed=0, size: int = 28, with_attributes: bool = False, coarse_patterns: bool = False):
-    "`n` procedural Fashion-like images (uint8 n×size×size) and labels, balanced and shuffled, and on request their attributes."
+    "`n` procedural Fashion-like images (uint8 n×size×size) and labels, balanced and shuffled; attributes on request."
     if n < 0: raise ValueError(f"`n` must be >= 0; got {n}.")
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(DRAWERS))
     images, attributes = torch.empty(n, size, size, dtype=torch.uint8), {}
     for label, draw in enumerate(DRAWERS):
-        idx, p = torch.from_numpy(np.flatnonzero(labels == label)), Params(rng, int((labels == label).sum()), coarse_patterns)
-        images[idx] = render_garments(draw, p, size)
-        for name, values in p.attributes.items(): attributes.setdefault(name, torch.empty(n, dtype=values.dtype))[idx] = values
+        idx = torch.from_numpy(np.flatnonzero(labels == label))
+        params = Params(rng, len(idx), coarse_patterns)
+        images[idx] = render_garments(draw, params, size)
+        for name, values in params.attributes.items():
+            attributes.setdefault(name, torch.empty(n, dtype=values.dtype))[idx] = values
     return (images, torch.from_numpy(labels)) + ((attributes,) if with_attributes else ())

@@ -77,21 +77,29 @@ def image_grid(images, nrows=None, ncols=None, value_range=None) -> Image.Image:
     for i, a in enumerate(arrays): grid.paste(Image.fromarray(a).convert(mode), ((i % ncols) * w, (i // ncols) * h))
     return grid
 
+# %% ../nbs/00_images.ipynb #a7c3e211
+def _check_grid_labels(n: int, nrows: int, ncols: int, titles=None, row_labels=None, col_labels=None):
+    "A `ValueError` unless `titles` has `n` entries, `row_labels` `nrows` and `col_labels` `ncols` (those given)."
+    for name, labels, count in (("titles", titles, n), ("row_labels", row_labels, nrows),
+                                ("col_labels", col_labels, ncols)):
+        if labels is not None and len(labels) != count:
+            what = "images" if name == "titles" else name[:3] + "s"
+            raise ValueError(f"`{name}` has {len(labels)} entries for {count} {what}.")
+
 # %% ../nbs/00_images.ipynb #33e3701e
 def show_images(images, titles=None, nrows=None, ncols=None, figsize=None, value_range=None, title=None,
                 row_labels=None, col_labels=None):
     "Plot `images` in a grid with optional `titles` (one each), `row_labels` / `col_labels` and a `title` above all."
     arrays = image_arrays(images, value_range)
     nrows, ncols = grid_shape(len(arrays), nrows, ncols)
-    for name, labels, n in (("titles", titles, len(arrays)), ("row_labels", row_labels, nrows), ("col_labels", col_labels, ncols)):
-        if labels is not None and len(labels) != n:
-            raise ValueError(f"`{name}` has {len(labels)} entries for {n} {'images' if name == 'titles' else name[:3] + 's'}.")
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=figsize or (1.6 * ncols + (0.9 if row_labels else 0), 1.8 * nrows))
+    _check_grid_labels(len(arrays), nrows, ncols, titles, row_labels, col_labels)
+    figsize = figsize or (1.6 * ncols + (0.9 if row_labels else 0), 1.8 * nrows)
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=figsize)
     for ax in axes.flat: ax.axis("off")
     for i, (ax, a) in enumerate(zip(axes.flat, arrays)):
         ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=255)
         if titles is not None: ax.set_title(str(titles[i]), fontsize=9)
-    for ax, label in zip(axes[:, 0], row_labels or []):  # axis("off") hides ylabels, so the label is text beside the axes
+    for ax, label in zip(axes[:, 0], row_labels or []):  # axis("off") hides ylabels: the label is text beside
         ax.annotate(str(label), xy=(-0.08, 0.5), xycoords="axes fraction", ha="right", va="center", fontsize=9)
     for ax, label in zip(axes[0], col_labels or []): ax.set_title(str(label), fontsize=9)
     if title: fig.suptitle(title, fontsize=10)

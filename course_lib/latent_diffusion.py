@@ -22,19 +22,24 @@ from .training import (cache_path, cached_pretrained, epoch_batches, fashion_bat
                                  preset_values, run_settings, train, unit_images)
 
 # %% auto #0
-__all__ = ['make_fashion_vae', 'vae_loss', 'latent_scaling_factor', 'measured_scaling_factor', 'train_vae', 'fashion_vae_path',
-           'fashion_vae', 'reconstruction_psnr', 'encode_fashion', 'make_latent_unet', 'generate_latent_class']
+__all__ = ['make_small_vae', 'make_fashion_vae', 'vae_loss', 'latent_scaling_factor', 'measured_scaling_factor', 'train_vae',
+           'fashion_vae_path', 'fashion_vae', 'reconstruction_psnr', 'encode_fashion', 'make_latent_unet',
+           'generate_latent_class']
 
 # %% ../nbs/02c_latent_diffusion.ipynb #1eb8a73a
-def make_fashion_vae(preset=None, seed: int = 0) -> AutoencoderKL:
-    "An untrained `AutoencoderKL` for 1×32×32 images -> 4-channel latents, sized by VAE `preset` (name, dict or None)."
-    p = preset_values(preset, "vae")
+def make_small_vae(preset=None, family: str = "vae", image_channels: int = 1, seed: int = 0) -> AutoencoderKL:
+    "An untrained `AutoencoderKL` for `image_channels`×32×32 images -> 4-channel latents, sized by `family`'s `preset`."
+    p = preset_values(preset, family)
     channels = tuple(p["block_out_channels"])
     with seeded(seed):
-        return AutoencoderKL(in_channels=1, out_channels=1, latent_channels=4, sample_size=32, block_out_channels=channels,
-                             down_block_types=("DownEncoderBlock2D",) * len(channels),
+        return AutoencoderKL(in_channels=image_channels, out_channels=image_channels, latent_channels=4, sample_size=32,
+                             block_out_channels=channels, down_block_types=("DownEncoderBlock2D",) * len(channels),
                              up_block_types=("UpDecoderBlock2D",) * len(channels),
                              layers_per_block=p["layers_per_block"], norm_num_groups=8)
+
+def make_fashion_vae(preset=None, seed: int = 0) -> AutoencoderKL:
+    "An untrained VAE for 1×32×32 Fashion images, sized by VAE `preset` (a name, a dict or None)."
+    return make_small_vae(preset, "vae", 1, seed)
 
 # %% ../nbs/02c_latent_diffusion.ipynb #0af848aa
 def vae_loss(vae, x: torch.Tensor, kl_weight: float, generator: torch.Generator | None = None,
@@ -60,7 +65,8 @@ def latent_scaling_factor(latents: torch.Tensor) -> float:
 def measured_scaling_factor(vae, images: torch.Tensor, seed: int = 0) -> float:
     "SD's recipe: 1 / the std of `vae`'s (unscaled, sampled) latents of up to 2,000 uint8 training `images`."
     x, = next(fashion_batches(images[:2000], batch_size=2000, generator=derived_generator(seed, "scaling batch")))
-    latents = vae.encode(x.to(vae.device)).latent_dist.sample(generator=derived_generator(seed, "scaling noise", device=vae.device))
+    noise = derived_generator(seed, "scaling noise", device=vae.device)
+    latents = vae.encode(x.to(vae.device)).latent_dist.sample(generator=noise)
     return latent_scaling_factor(latents)
 
 # %% ../nbs/02c_latent_diffusion.ipynb #f7e48516
@@ -71,8 +77,9 @@ def train_vae(vae, images: torch.Tensor, preset=None, *, seed: int = 0, max_step
     run = run_settings(preset, len(images), "vae")
     n = run["train_samples"]
     loss = lambda vae, batch, generator, bf16: vae_loss(vae, batch[0], p["kl_weight"], generator, bf16)
-    record = train(vae, loss, epoch_batches(images[:n].to(dev), None, p["batch_size"], seed), run, seed=seed,
-                   max_steps=max_steps, device=device, progress=progress, what="Fashion VAE", logged=("reconstruction", "kl"))
+    batches = epoch_batches(images[:n].to(dev), None, p["batch_size"], seed)
+    record = train(vae, loss, batches, run, seed=seed, max_steps=max_steps, device=device, progress=progress,
+                   what="Fashion VAE", logged=("reconstruction", "kl"))
     vae.register_to_config(scaling_factor=measured_scaling_factor(vae, images[:n], seed))
     return record | {"preset": p}
 
@@ -84,7 +91,7 @@ def fashion_vae_path(images: torch.Tensor, preset=None, seed: int = 0, cache_dir
 
 def fashion_vae(images: torch.Tensor, preset=None, seed: int = 0, cache_dir=None, device=None,
                 progress: bool = True) -> AutoencoderKL:
-    "The Fashion VAE of `preset` trained on uint8 `images`: loaded from the cache with `load_vae`, else trained and saved."
+    "The Fashion VAE `preset` trains on uint8 `images`: loaded from the cache with `load_vae`, else trained and saved."
     def build():
         vae = make_fashion_vae(preset, seed)
         train_vae(vae, images, preset, seed=seed, device=device, progress=progress)
@@ -104,7 +111,7 @@ def encode_fashion(vae, images: torch.Tensor, batch_size: int = 500, progress: b
     return encode(vae, unit_images(images), mode="mean", batch_size=batch_size, progress=progress)
 
 def make_latent_unet(vae, preset=None, seed: int = 0):
-    "Chapter 1's class-conditioned UNet sized by latent `preset`, for `vae`'s latents (channels and side from its config)."
+    "Chapter 1's class UNet sized by latent `preset`, for `vae`'s latents (channels and side from its config)."
     p = preset_values(preset, "latent")
     return make_class_unet(p, seed=seed, in_channels=vae.config.latent_channels,
                            sample_size=vae.config.sample_size // downsampling_factor(vae))

@@ -1,6 +1,6 @@
 """Self-attention costs grow with the square of the pixel count. Stable Diffusion therefore denoises a small
 *latent* image that a variational autoencoder (VAE) compresses from the picture and expands back. This notebook
-measures the cost, takes the VAE apart, trains one of our own, and runs chapter 1's diffusion in its latent space.
+says why, and takes Stable Diffusion's VAE apart: encode, decode, the scaling factor and a picture's round trip.
 
 Docs: https://sd-course.github.io/course_lib/latents.html.md"""
 
@@ -52,7 +52,7 @@ def scale_latents(vae, latents: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def encode(vae, images: torch.Tensor, generator: torch.Generator | None = None, mode: str = "sample",
            batch_size: int = 64, progress: bool = False) -> torch.Tensor:
-    "Scaled latents of `images` (B×C×H×W in [0, 1]): a draw from `latent_dist` (`mode` 'sample', seeded) or its mean (`mode` 'mean')."
+    "Scaled latents of `images` B×C×H×W in [0, 1]: seeded draws of `latent_dist` (`mode` 'sample') or its 'mean'."
     images, mode = check_vae_images(vae, images), check_choice("mode", mode, ("sample", "mean"))
     dev, dtype, latents = vae.device, vae.dtype, []
     for batch in tqdm(images.split(batch_size), desc="encoding", disable=not progress, leave=False):
@@ -63,15 +63,16 @@ def encode(vae, images: torch.Tensor, generator: torch.Generator | None = None, 
 # %% ../nbs/02_latents.ipynb #aebdcfc9
 @torch.no_grad()
 def decode(vae, latents: torch.Tensor, output_type: str = "pt", batch_size: int = 64, progress: bool = False):
-    "Images from scaled `latents` B×C×h×w: 'pt' (B×C×H×W in [0, 1], float32), 'np' or 'pil', as SD's pipeline makes them."
+    "Images of scaled `latents` B×C×h×w, as SD's pipeline makes them: 'pt' (float32 B×C×H×W in [0, 1]), 'np', 'pil'."
     channels = vae.config.latent_channels
     check_choice("output_type", output_type, ("pt", "np", "pil"))
     if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != channels:
         raise ValueError(f"`latents` must be B×{channels}×h×w for this VAE (as encode returns); "
                          f"got {tuple(getattr(latents, 'shape', ()))}.")
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    images = torch.cat([vae.decode(batch.to(vae.device, vae.dtype) / vae.config.scaling_factor + shift, return_dict=False)[0]
-                        for batch in tqdm(latents.split(batch_size), desc="decoding", disable=not progress, leave=False)])
+    batches = tqdm(latents.split(batch_size), desc="decoding", disable=not progress, leave=False)
+    images = torch.cat([vae.decode(batch.to(vae.device, vae.dtype) / vae.config.scaling_factor + shift,
+                                   return_dict=False)[0] for batch in batches])
     images = VaeImageProcessor(vae_scale_factor=downsampling_factor(vae)).postprocess(images, output_type=output_type)
     return images.float() if output_type == "pt" else images
 
@@ -84,11 +85,12 @@ def draw_sample_scene(size: int = 512, seed: int = 0) -> torch.Tensor:
     colour = lambda r, g, b: torch.tensor([r, g, b]).view(3, 1, 1)
     image = colour(0.25, 0.45, 0.9) * (1 - v) + colour(0.85, 0.9, 1.0) * v  # sky, paler towards the horizon
     image = torch.where((u - 0.8) ** 2 + (v - 0.17) ** 2 < 0.08 ** 2, colour(1.0, 0.82, 0.25), image)
-    grass = colour(0.2, 0.55, 0.2) * (0.8 + 0.2 * torch.sin(300 * u) * torch.sin(200 * v))  # a fine texture: periods of ~11 and ~16 px
+    # grass, with a fine texture: periods of ~11 and ~16 px
+    grass = colour(0.2, 0.55, 0.2) * (0.8 + 0.2 * torch.sin(300 * u) * torch.sin(200 * v))
     image = torch.where(v > 0.68 + 0.05 * torch.sin(7 * u), grass, image)
     checker = ((u * 40).floor() + (v * 40).floor()) % 2  # 13-px squares
     image = torch.where((u > 0.05) & (u < 0.3) & (v > 0.74) & (v < 0.95), checker.expand(3, -1, -1), image)
-    shirt = draw_class(0, 1, seed, size // 2)[0].float() / 255  # one of chapter 0's drawn T-shirts
+    shirt = draw_class(0, 1, seed, size // 2)[0].float() / 255  # a T-shirt of course_lib.garments
     shirt = F.pad(shirt, (size // 4, size - size // 4 - size // 2, size // 10, size - size // 10 - size // 2))
     return torch.where(shirt > 0.02, colour(0.95, 0.3, 0.35) * (0.3 + shirt), image).clamp(0, 1)
 

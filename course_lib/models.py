@@ -24,12 +24,11 @@ from .versions import dtype_argument
 
 # %% auto #0
 __all__ = ['CLIP_MAX_LENGTH', 'CLIP_MERGES', 'PACKAGED_CLIP_BPE', 'CLIP_VOCAB_SIZE', 'TINY_UNET', 'TINY_VAE', 'TINY_TEXT_ENCODER',
-           'SD15_SCHEDULER', 'FASHION_SCHEDULE', 'SCHEDULERS', 'SD_ALTERNATIVE', 'VAE_ALTERNATIVE',
-           'TEXT_ENCODER_ALTERNATIVE', 'PRETRAINED_DIR', 'COURSE_MODELS', 'bytes_to_unicode', 'clip_vocab_and_merges',
-           'find_clip_bpe', 'clip_tokenizer_from_bpe', 'load_clip_tokenizer', 'tiny_sd_components', 'tiny_sd_pipeline',
-           'downsampling_factor', 'make_scheduler', 'step_kwargs', 'component_subfolder', 'complete_transformers_model',
-           'load_part', 'load_sd_pipeline', 'load_vae', 'load_text_encoder', 'course_model_folder',
-           'course_model_facts', 'load_course_model']
+           'SD15_SCHEDULER', 'FASHION_SCHEDULE', 'SCHEDULERS', 'OFFLINE_ALTERNATIVES', 'PRETRAINED_DIR',
+           'COURSE_MODELS', 'bytes_to_unicode', 'clip_vocab_and_merges', 'find_clip_bpe', 'clip_tokenizer_from_bpe',
+           'load_clip_tokenizer', 'tiny_sd_components', 'tiny_sd_pipeline', 'downsampling_factor', 'make_scheduler',
+           'step_kwargs', 'component_subfolder', 'complete_transformers_model', 'load_part', 'load_sd_pipeline',
+           'load_vae', 'load_text_encoder', 'course_model_folder', 'course_model_facts', 'load_course_model']
 
 # %% ../nbs/00_models.ipynb #f7b0aeff
 CLIP_MAX_LENGTH = 77  # CLIP's context: 75 prompt tokens between the start and end markers
@@ -50,7 +49,8 @@ PACKAGED_CLIP_BPE = Path(str(importlib.resources.files("course_lib") / "assets" 
 def clip_vocab_and_merges(bpe_path) -> tuple[dict[str, int], list[tuple[str, str]]]:
     "CLIP's vocabulary (token -> id) and merge list from `bpe_simple_vocab_16e6.txt.gz`."
     try: lines = gzip.open(bpe_path, "rt", encoding="utf-8").read().split("\n")
-    except (OSError, EOFError) as e: raise ValueError(f"`bpe_path`={str(bpe_path)!r} is not a readable gzip file: {e}") from None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"`bpe_path`={str(bpe_path)!r} is not a readable gzip file: {e}") from None
     merges = [tuple(line.split()) for line in lines[1:CLIP_MERGES + 1]]  # line 0 is a header
     if len(merges) != CLIP_MERGES or any(len(m) != 2 for m in merges):
         raise ValueError(f"`bpe_path`={str(bpe_path)!r} is not CLIP's merge list: expected {CLIP_MERGES} pairs.")
@@ -69,11 +69,14 @@ def clip_tokenizer_from_bpe(bpe_path=None) -> CLIPTokenizer:
     "The CLIP tokenizer built from a local merge list (`find_clip_bpe`: yours if given, else the packaged one)."
     path = find_clip_bpe(bpe_path)
     if not path.is_file():
-        raise FileNotFoundError(f"No CLIP merge list at {path} (from {settings.origin('clip_bpe', bpe_path)}). Point it at "
-                                "a copy of bpe_simple_vocab_16e6.txt.gz, or unset it to use the one shipped in course_lib.")
+        raise FileNotFoundError(f"No CLIP merge list at {path} (from {settings.origin('clip_bpe', bpe_path)}). Point "
+                                "it at a copy of bpe_simple_vocab_16e6.txt.gz, or unset it to use the one shipped in "
+                                "course_lib.")
     vocab, merges = clip_vocab_and_merges(path)
-    note_source("CLIP tokenizer", "merge list shipped in course_lib" if path == PACKAGED_CLIP_BPE else f"merge list {path}")
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CLIP_MAX_LENGTH)  # the default length breaks padding
+    note_source("CLIP tokenizer", "merge list shipped in course_lib" if path == PACKAGED_CLIP_BPE
+                else f"merge list {path}")
+    # model_max_length: the default breaks padding
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CLIP_MAX_LENGTH)
 
 # %% ../nbs/00_models.ipynb #7b9efd10
 CLIP_VOCAB_SIZE = 49408
@@ -88,9 +91,11 @@ def load_clip_tokenizer(model_id=None, bpe_path=None, verbose=True) -> CLIPToken
         source = note_source("CLIP tokenizer", f"pretrained, {model_id}")
     except HubUnavailableError as hub_err:
         try: tokenizer = clip_tokenizer_from_bpe(bpe_path)
-        except FileNotFoundError as e: raise HubUnavailableError(f"{str(hub_err).splitlines()[0]}\nInstead: {e}") from None
+        except FileNotFoundError as e:
+            raise HubUnavailableError(f"{str(hub_err).splitlines()[0]}\nInstead: {e}") from None
         bpe = find_clip_bpe(bpe_path)
-        source = f"{'the merge list shipped in course_lib' if bpe == PACKAGED_CLIP_BPE else bpe} (the same ids as {model_id})"
+        merge_list = "the merge list shipped in course_lib" if bpe == PACKAGED_CLIP_BPE else bpe
+        source = f"{merge_list} (the same ids as {model_id})"
     if verbose: print(f"CLIP tokenizer from {source}")
     return tokenizer
 
@@ -117,7 +122,8 @@ def tiny_sd_components(seed: int = 0, tokenizer=None) -> dict:
         vae = AutoencoderKL(**TINY_VAE)
         text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_ENCODER))
     note_source("SD pipeline", f"random weights (tiny_sd_components, seed {seed})")
-    return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer or load_clip_tokenizer(verbose=False),
+    return dict(unet=unet, vae=vae, text_encoder=text_encoder,
+                tokenizer=tokenizer or load_clip_tokenizer(verbose=False),
                 scheduler=PNDMScheduler.from_config(SD15_SCHEDULER))  # from_config keeps clip_sample for DDIM
 
 def tiny_sd_pipeline(seed: int = 0, tokenizer=None, device=None) -> StableDiffusionPipeline:
@@ -133,10 +139,11 @@ def downsampling_factor(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 # %% ../nbs/00_models.ipynb #eb1eace9
-FASHION_SCHEDULE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02)  # the original chapter's DDPM schedule
+FASHION_SCHEDULE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02)  # the original chapter's DDPM's
 SCHEDULERS = {"ddpm": (DDPMScheduler, {}), "ddim": (DDIMScheduler, {}), "pndm": (PNDMScheduler, {}),
               "euler": (EulerDiscreteScheduler, {}), "euler_a": (EulerAncestralDiscreteScheduler, {}),
-              "lms": (LMSDiscreteScheduler, {}), "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"})}
+              "lms": (LMSDiscreteScheduler, {}),
+              "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"})}
 
 def make_scheduler(kind: str = "ddim", config=None, **overrides):
     "A diffusers scheduler of `kind` (see `SCHEDULERS`) on `config`'s noise schedule (default: `FASHION_SCHEDULE`)."
@@ -152,21 +159,21 @@ def step_kwargs(scheduler, generator=None, use_clipped_model_output: bool = True
 
 # %% ../nbs/00_models.ipynb #a5052626
 def component_subfolder(model_id, component: str, subfolder: str | None = None) -> str | None:
-    "`subfolder`, else `component` when `model_id` is a whole SD checkpoint (a folder with `model_index.json`, or `sd_model`)."
+    "`subfolder`, else `component` if `model_id` is a whole SD checkpoint (`sd_model`, or has a `model_index.json`)."
     if subfolder is not None: return subfolder
     whole = (Path(model_id).expanduser() / "model_index.json").exists() or str(model_id) == settings.get("sd_model")
     return component if whole else None
 
 # %% ../nbs/00_models.ipynb #9097eaf2
 def complete_transformers_model(load, dtype, where: str):
-    "`load(dtype=...)` of a transformers model, quietly, refusing one with missing weights; (model, `where` + what it skipped)."
+    "`load(dtype=...)` of a transformers model, quietly, refusing missing weights; (model, `where` + what it skipped)."
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # its own report of unused weights: we count them below instead
     try: model, report = load(dtype=dtype, output_loading_info=True)
     finally: transformers.logging.set_verbosity(verbosity)
     if report["missing_keys"]:
-        raise ValueError(f"`model_id` {where!r} holds no complete {type(model).__name__}: {len(report['missing_keys'])} "
-                         f"weights missing, e.g. {sorted(report['missing_keys'])[0]!r}.")
+        raise ValueError(f"`model_id` {where!r} holds no complete {type(model).__name__}: "
+                         f"{len(report['missing_keys'])} weights missing, e.g. {sorted(report['missing_keys'])[0]!r}.")
     skipped = len(report["unexpected_keys"])
     return model, where + (f" (skipped {skipped} tensors it does not use)" if skipped else "")
 
@@ -176,43 +183,48 @@ def load_part(cls, setting: str, model_id=None, *, component: str | None = None,
     "`cls` from `model_id` (Hub id or folder; default: setting `setting`), its `component` of a whole SD checkpoint."
     model_id = str(settings.get(setting, model_id))
     subfolder = component_subfolder(model_id, component, subfolder) if component else subfolder
-    options, where = kwargs | ({"subfolder": subfolder} if subfolder else {}), model_id + (f"/{subfolder}" if subfolder else "")
-    load = lambda **dtype_arg: load_pretrained(cls, model_id, alternative=alternative, what=what, **dtype_arg, **options)
+    options = kwargs | ({"subfolder": subfolder} if subfolder else {})
+    where = model_id + (f"/{subfolder}" if subfolder else "")
+    load = lambda **dtype_arg: load_pretrained(cls, model_id, alternative=alternative, what=what, **dtype_arg,
+                                               **options)
     if issubclass(cls, transformers.PreTrainedModel): part, where = complete_transformers_model(load, dtype, where)
     else: part = load(**dtype_argument(cls, dtype))
     if verbose: print(f"{what or cls.__name__} from {where}")
     part = part.to(get_device(device))
     return part.eval() if isinstance(part, torch.nn.Module) else part
 
-# %% ../nbs/00_models.ipynb #488f3706
-SD_ALTERNATIVE = ("for offline work use course_lib.models.tiny_sd_pipeline() (random weights), or point "
-                  "COURSE_SD_MODEL / sd_model in settings.ini at a folder saved with save_pretrained.")
+# %% ../nbs/00_models.ipynb #7b30f898
+OFFLINE_ALTERNATIVES = {  # setting -> what its error suggests when the Hub is out of reach
+    "sd_model": "for offline work use course_lib.models.tiny_sd_pipeline() (random weights), or point "
+                "COURSE_SD_MODEL / sd_model in settings.ini at a folder saved with save_pretrained.",
+    "vae_model": "for offline work use course_lib.models.tiny_sd_components()['vae'] (random weights), train one "
+                 "with course_lib.latent_diffusion.fashion_vae(), or point COURSE_VAE_MODEL / vae_model in "
+                 "settings.ini at a folder saved with save_pretrained.",
+    "clip_model": "for offline work use course_lib.text.tiny_text_encoder() (random weights) or "
+                  "course_lib.text_encoders.caption_encoder() (trained on this machine), or point "
+                  "COURSE_CLIP_MODEL / clip_model in settings.ini at a folder saved with save_pretrained."}
 
-def load_sd_pipeline(model_id=None, device=None, dtype=None, verbose: bool = True, what: str | None = "SD pipeline") -> StableDiffusionPipeline:
+# %% ../nbs/00_models.ipynb #488f3706
+def load_sd_pipeline(model_id=None, device=None, dtype=None, verbose: bool = True,
+                     what: str | None = "SD pipeline") -> StableDiffusionPipeline:
     "A `StableDiffusionPipeline` (no safety checker) from `model_id` (Hub id or folder; settings: `sd_model`)."
-    return load_part(StableDiffusionPipeline, "sd_model", model_id, device=device, dtype=dtype, verbose=verbose, what=what,
-                     alternative=SD_ALTERNATIVE, safety_checker=None, requires_safety_checker=False)
+    return load_part(StableDiffusionPipeline, "sd_model", model_id, device=device, dtype=dtype, verbose=verbose,
+                     what=what, alternative=OFFLINE_ALTERNATIVES["sd_model"], safety_checker=None,
+                     requires_safety_checker=False)
 
 # %% ../nbs/00_models.ipynb #dc02cff5
-VAE_ALTERNATIVE = ("for offline work use course_lib.models.tiny_sd_components()['vae'] (random weights), train one "
-                   "with fashion_vae(), or point COURSE_VAE_MODEL / vae_model in settings.ini at a folder saved with "
-                   "save_pretrained.")
-
-def load_vae(model_id=None, device=None, dtype=None, subfolder=None, verbose: bool = True, what: str | None = "VAE") -> AutoencoderKL:
+def load_vae(model_id=None, device=None, dtype=None, subfolder=None, verbose: bool = True,
+             what: str | None = "VAE") -> AutoencoderKL:
     "An `AutoencoderKL` from `model_id` (Hub id or folder; settings: `vae_model`), or the `vae/` of a whole checkpoint."
-    return load_part(AutoencoderKL, "vae_model", model_id, component="vae", device=device, dtype=dtype, subfolder=subfolder,
-                     verbose=verbose, what=what, alternative=VAE_ALTERNATIVE)
+    return load_part(AutoencoderKL, "vae_model", model_id, component="vae", device=device, dtype=dtype,
+                     subfolder=subfolder, verbose=verbose, what=what, alternative=OFFLINE_ALTERNATIVES["vae_model"])
 
 # %% ../nbs/00_models.ipynb #65c62e70
-TEXT_ENCODER_ALTERNATIVE = ("for offline work use course_lib.text.tiny_text_encoder() (random weights) or "
-                            "caption_encoder() (trained on this machine), or point COURSE_CLIP_MODEL / clip_model in "
-                            "settings.ini at a folder saved with save_pretrained.")
-
 def load_text_encoder(model_id=None, device=None, dtype=None, subfolder=None, verbose: bool = True,
                       what: str | None = "text encoder") -> CLIPTextModel:
-    "A `CLIPTextModel` from `model_id` (Hub id or folder; settings: `clip_model`), or the `text_encoder/` of a checkpoint."
+    "A `CLIPTextModel` from `model_id` (Hub id or folder; settings: `clip_model`), or a checkpoint's `text_encoder/`."
     return load_part(CLIPTextModel, "clip_model", model_id, component="text_encoder", device=device, dtype=dtype,
-                     subfolder=subfolder, verbose=verbose, what=what, alternative=TEXT_ENCODER_ALTERNATIVE)
+                     subfolder=subfolder, verbose=verbose, what=what, alternative=OFFLINE_ALTERNATIVES["clip_model"])
 
 # %% ../nbs/00_models.ipynb #b081cf70
 PRETRAINED_DIR = Path(str(importlib.resources.files("course_lib") / "pretrained"))
@@ -223,11 +235,12 @@ COURSE_MODELS = {"class-unet": "chapter 1's class-conditioned UNet", "judge": "c
                  "own-sd": "chapter 5's own Stable Diffusion"}  # what ships; `make models` retrains them
 
 def course_model_folder(name: str, hub_id=None) -> Path:
-    "The folder of course model `name`: the `name/` folder of the Hub repo `course_models_hub` when set, else the shipped one."
+    "The folder of course model `name`: `name/` of the Hub repo `course_models_hub` when set, else the shipped one."
     check_choice("name", name, tuple(COURSE_MODELS))
     if repo := settings.get("course_models_hub", hub_id):
-        if not hub_reachable(): raise HubUnavailableError(f"`course_models_hub` is {repo!r}, but the Hub is out of reach; "
-                                                          "unset it to use the models shipped in course_lib.")
+        if not hub_reachable():
+            raise HubUnavailableError(f"`course_models_hub` is {repo!r}, but the Hub is out of reach; unset it to "
+                                      "use the models shipped in course_lib.")
         return Path(huggingface_hub.snapshot_download(repo, allow_patterns=[f"{name}/*"])) / name
     folder = PRETRAINED_DIR / name
     if not (folder / "course_model.json").is_file():
@@ -240,9 +253,10 @@ def course_model_facts(name: str, hub_id=None) -> dict:
     return json.loads((course_model_folder(name, hub_id) / "course_model.json").read_text())
 
 def load_course_model(name: str, cls, device=None, hub_id=None, **kwargs):
-    "Course model `name` loaded as `cls` (`cls.from_pretrained(folder, **kwargs)`) in float32 on `device`; its source noted."
+    "Course model `name` as `cls` (`cls.from_pretrained(folder, **kwargs)`) in float32 on `device`; its source noted."
     folder, facts = course_model_folder(name, hub_id), course_model_facts(name, hub_id)
-    model = cls.from_pretrained(folder, **dtype_argument(cls, torch.float32), **kwargs).to(get_device(device))  # shipped in fp16
+    model = cls.from_pretrained(folder, **dtype_argument(cls, torch.float32), **kwargs)  # shipped in fp16
+    model = model.to(get_device(device))
     note_source(COURSE_MODELS[name], f"shipped with course_lib ({facts['preset']} preset, {facts['steps']:,} steps, "
                                      f"trained by `make models` on {facts['device']})")
     return model.eval() if isinstance(model, torch.nn.Module) else model

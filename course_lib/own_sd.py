@@ -1,4 +1,4 @@
-"""Stable Diffusion's parts at toy scale: a colour VAE, chapter 3's CLIP text tower and a text-conditioned UNet,
+"""Stable Diffusion's parts at toy scale: a colour VAE, chapter 3b's CLIP text tower and a text-conditioned UNet,
 trained on a laptop, assembled into a real `StableDiffusionPipeline`, and measured against what the prompt asked.
 
 Docs: https://sd-course.github.io/course_lib/own_sd.html.md"""
@@ -16,6 +16,13 @@ from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNe
 from tqdm.auto import tqdm
 from transformers import CLIPModel
 
+# %% auto #0
+__all__ = ['make_colour_vae', 'colour_unit_images', 'train_colour_vae', 'colour_vae_path', 'colour_vae', 'vae_psnr',
+           'make_text_unet', 'text_diffusion_loss', 'train_text_unet', 'own_sd_pipeline', 'own_sd_path', 'own_sd',
+           'shipped_own_sd', 'garment_gray', 'colour_judges', 'held_out_requests', 'attribute_hits', 'guidance_table',
+           'plot_guidance_table', 'guidance_strip']
+
+# %% ../nbs/05_own_sd.ipynb #f53032db
 from .colour_fashion import (COLOUR_VERSION, PALETTE, colour_tensors, describe_garment, garment_colours,
                                        load_colour_fashion)
 from .core import get_device, seeded
@@ -23,7 +30,7 @@ from .data import FASHION_CLASSES
 from .evaluation import classifier_outputs, fashion_classifier, frechet_distance
 from .garments import PATTERNS
 from .images import show_images
-from .latent_diffusion import latent_scaling_factor, vae_loss
+from .latent_diffusion import latent_scaling_factor, make_small_vae, vae_loss
 from .latents import decode, encode, psnr
 from .models import FASHION_SCHEDULE, load_clip_tokenizer, load_course_model, load_sd_pipeline, make_scheduler
 from .sampling import generate
@@ -32,42 +39,32 @@ from .text_encoders import caption_batches, clip_score, clip_towers, text_tower
 from .training import (cache_path, cached_pretrained, epoch_batches, preset_label, preset_values,
                                  run_settings, train)
 
-# %% auto #0
-__all__ = ['make_colour_vae', 'colour_unit_images', 'train_colour_vae', 'colour_vae_path', 'colour_vae', 'vae_psnr',
-           'make_text_unet', 'text_diffusion_loss', 'train_text_unet', 'own_sd_pipeline', 'own_sd_path', 'own_sd',
-           'shipped_own_sd', 'garment_gray', 'colour_judges', 'held_out_requests', 'attribute_hits', 'guidance_table',
-           'plot_guidance_table', 'guidance_strip']
-
 # %% ../nbs/05_own_sd.ipynb #e5ce5bd4
 def make_colour_vae(preset=None, seed: int = 0) -> AutoencoderKL:
     "An untrained `AutoencoderKL` for 3×32×32 garments -> 4×8×8 latents, sized by `colour_vae` `preset`."
-    channels = tuple(preset_values(preset, "colour_vae")["block_out_channels"])
-    with seeded(seed):
-        return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=32, block_out_channels=channels,
-                             down_block_types=("DownEncoderBlock2D",) * len(channels),
-                             up_block_types=("UpDecoderBlock2D",) * len(channels),
-                             layers_per_block=preset_values(preset, "colour_vae")["layers_per_block"], norm_num_groups=8)
+    return make_small_vae(preset, "colour_vae", image_channels=3, seed=seed)  # chapter 2's VAE, in colour
 
 # %% ../nbs/05_own_sd.ipynb #d2e46562
 def colour_unit_images(images: torch.Tensor) -> torch.Tensor:
     "uint8 colour garments N×32×32×3 as N×3×32×32 floats in [0, 1]."
     return images.permute(0, 3, 1, 2).float() / 255
 
-def train_colour_vae(vae, images: torch.Tensor, preset=None, *, seed: int = 0, max_steps: int | None = None, device=None,
-                     progress: bool = True) -> dict:
-    "Train `vae` on uint8 garments N×32×32×3 with `colour_vae` `preset`, then measure its scaling factor; the run's record."
+def train_colour_vae(vae, images: torch.Tensor, preset=None, *, seed: int = 0, max_steps: int | None = None,
+                     device=None, progress: bool = True) -> dict:
+    "Train `vae` on uint8 garments N×32×32×3 with `colour_vae` `preset`, then measure its scaling factor; its record."
     p, run = preset_values(preset, "colour_vae"), run_settings(preset, len(images), "colour_vae")
     n = run["train_samples"]
     loss = lambda vae, batch, generator, bf16: vae_loss(vae, batch[0], p["kl_weight"], generator, bf16)
-    record = train(vae, loss, epoch_batches(images[:n].to(get_device(device)), None, p["batch_size"], seed), run, seed=seed,
-                   max_steps=max_steps, device=device, progress=progress, what="colour VAE", logged=("reconstruction", "kl"))
+    batches = epoch_batches(images[:n].to(get_device(device)), None, p["batch_size"], seed)
+    record = train(vae, loss, batches, run, seed=seed, max_steps=max_steps, device=device, progress=progress,
+                   what="colour VAE", logged=("reconstruction", "kl"))
     scaled = encode(vae, colour_unit_images(images[:2000]), torch.Generator(vae.device).manual_seed(seed))
     vae.register_to_config(scaling_factor=latent_scaling_factor(scaled / vae.config.scaling_factor))  # SD's recipe
     return record
 
 # %% ../nbs/05_own_sd.ipynb #a16e5b72
 def colour_vae_path(preset=None, seed: int = 0, cache_dir=None):
-    "The cache folder of the colour VAE that `preset` and `seed` train on the colour set (the course's `cache_path` rule)."
+    "The cache folder of the colour VAE `preset` and `seed` train on the colour set (the course's `cache_path` rule)."
     recipe = preset_values(preset, "colour_vae") | dict(seed=seed, colour_set=COLOUR_VERSION)
     return cache_path(f"colour-vae-{preset_label(preset)}", recipe, cache_dir=cache_dir)
 
@@ -75,7 +72,8 @@ def colour_vae(preset=None, seed: int = 0, cache_dir=None, device=None, progress
     "The colour VAE of `preset`: loaded from the cache, else trained on the colour set's train split and saved."
     def build():
         vae = make_colour_vae(preset, seed)
-        train_colour_vae(vae, colour_tensors(load_colour_fashion("train"))["images"], preset, seed=seed, device=device, progress=progress)
+        train_colour_vae(vae, colour_tensors(load_colour_fashion("train"))["images"], preset, seed=seed,
+                         device=device, progress=progress)
         return vae.eval()
     load = lambda folder: AutoencoderKL.from_pretrained(folder).to(get_device(device)).eval()
     return cached_pretrained(colour_vae_path(preset, seed, cache_dir), load, build, "colour VAE")
@@ -84,11 +82,12 @@ def colour_vae(preset=None, seed: int = 0, cache_dir=None, device=None, progress
 def vae_psnr(vae, images: torch.Tensor, batch_size: int = 500) -> float:
     "PSNR (dB) of `vae`'s reconstructions (from the latents' mean) of uint8 garments N×32×32×3."
     originals = colour_unit_images(images)
-    return psnr(originals, decode(vae, encode(vae, originals, mode="mean", batch_size=batch_size), batch_size=batch_size))
+    latents = encode(vae, originals, mode="mean", batch_size=batch_size)
+    return psnr(originals, decode(vae, latents, batch_size=batch_size))
 
 # %% ../nbs/05_own_sd.ipynb #b60ab44c
 def make_text_unet(text_encoder, vae, preset=None, seed: int = 0) -> UNet2DConditionModel:
-    "An untrained `UNet2DConditionModel` for `vae`'s latents, attending to `text_encoder`'s states; sized by `text_unet` `preset`."
+    "An untrained `UNet2DConditionModel` over `vae`'s latents, reading `text_encoder`; sized by `text_unet` `preset`."
     p = preset_values(preset, "text_unet")
     down = tuple(p["down_block_types"])
     up = tuple(reversed([kind.replace("Down", "Up") for kind in down]))
@@ -97,7 +96,8 @@ def make_text_unet(text_encoder, vae, preset=None, seed: int = 0) -> UNet2DCondi
                                     in_channels=vae.config.latent_channels, out_channels=vae.config.latent_channels,
                                     block_out_channels=tuple(p["block_out_channels"]), down_block_types=down,
                                     up_block_types=up, layers_per_block=p["layers_per_block"], norm_num_groups=8,
-                                    cross_attention_dim=text_encoder.config.hidden_size, attention_head_dim=p["attention_head_dim"])
+                                    cross_attention_dim=text_encoder.config.hidden_size,
+                                    attention_head_dim=p["attention_head_dim"])
 
 # %% ../nbs/05_own_sd.ipynb #62a2ecbd
 def text_diffusion_loss(text_encoder, empty_ids: torch.Tensor, caption_dropout: float = 0.1, scheduler=None):
@@ -106,10 +106,11 @@ def text_diffusion_loss(text_encoder, empty_ids: torch.Tensor, caption_dropout: 
     def loss(unet, batch, generator, bf16):
         latents, ids = batch
         dropped = torch.rand(len(ids), generator=generator, device=generator.device).to(ids.device) < caption_dropout
-        ids = torch.where(dropped[:, None], empty_ids.to(ids.device), ids)  # "" for one caption in ten: CFG's other half
+        ids = torch.where(dropped[:, None], empty_ids.to(ids.device), ids)  # "": the unconditional half of CFG
         with torch.no_grad(): states = text_encoder(ids).last_hidden_state
         noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents.device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator, device=generator.device).to(latents.device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator,
+                          device=generator.device).to(latents.device)
         with torch.autocast(latents.device.type, dtype=torch.bfloat16, enabled=bf16):
             predicted = unet(scheduler.add_noise(latents, noise, t), t, encoder_hidden_states=states).sample
         return F.mse_loss(predicted.float(), noise)
@@ -122,7 +123,8 @@ def train_text_unet(unet, vae, text_encoder, tokenizer, colour: dict, preset=Non
     p, dev = preset_values(preset, "text_unet"), get_device(device)
     run = run_settings(preset, len(colour["images"]), "text_unet")
     n = run["train_samples"]
-    latents = encode(vae.to(dev), colour_unit_images(colour["images"][:n]), mode="mean", batch_size=500, progress=progress)
+    latents = encode(vae.to(dev), colour_unit_images(colour["images"][:n]), mode="mean", batch_size=500,
+                     progress=progress)
     data = {k: v[:n].to(dev) for k, v in colour.items()} | {"images": latents.to(dev)}  # caption_batches reads "images"
     loss = text_diffusion_loss(text_encoder.to(dev), tokenize(tokenizer, [""]).input_ids, p["caption_dropout"])
     return train(unet, loss, caption_batches(tokenizer, data, p["batch_size"], seed), run, seed=seed,
@@ -130,46 +132,50 @@ def train_text_unet(unet, vae, text_encoder, tokenizer, colour: dict, preset=Non
 
 # %% ../nbs/05_own_sd.ipynb #2b1959df
 def own_sd_pipeline(vae, text_encoder, tokenizer, unet) -> StableDiffusionPipeline:
-    "A `StableDiffusionPipeline` of our parts: DDIM on the course's DDPM schedule, as the UNet was trained; no safety checker."
-    scheduler = make_scheduler("ddim", clip_sample=False, set_alpha_to_one=False, steps_offset=1)  # SD's pipeline settings
-    pipe = StableDiffusionPipeline(vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(),
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    "A `StableDiffusionPipeline` of our parts: DDIM on the course's DDPM schedule, as the UNet learnt; no safety check."
+    scheduler = make_scheduler("ddim", clip_sample=False, set_alpha_to_one=False, steps_offset=1)  # as SD's pipeline
+    pipe = StableDiffusionPipeline(vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
+                                   unet=unet.eval(), scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 # %% ../nbs/05_own_sd.ipynb #ed62cbbf
 def own_sd_path(preset=None, seed: int = 0, cache_dir=None):
     "The cache folder of the whole pipeline of `preset` and `seed` (the course's `cache_path` rule)."
-    recipe = {family: preset_values(preset, family) for family in ("colour_vae", "clip", "text_unet")} | dict(seed=seed, colour_set=COLOUR_VERSION)
-    return cache_path(f"own-sd-{preset_label(preset)}", recipe, cache_dir=cache_dir)
+    recipe = {family: preset_values(preset, family) for family in ("colour_vae", "clip", "text_unet")}
+    return cache_path(f"own-sd-{preset_label(preset)}", recipe | dict(seed=seed, colour_set=COLOUR_VERSION),
+                      cache_dir=cache_dir)
 
+# %% ../nbs/05_own_sd.ipynb #fc021a0e
 def own_sd(preset=None, seed: int = 0, cache_dir=None, device=None, progress: bool = True) -> StableDiffusionPipeline:
-    "Our Stable Diffusion of `preset`: loaded from the cache, else its VAE, CLIP and UNet trained (or loaded) and saved."
+    "Our Stable Diffusion of `preset`: loaded from the cache, else its VAE, CLIP and UNet trained (or loaded), saved."
     def build():
         tokenizer = load_clip_tokenizer(verbose=False)
         vae = colour_vae(preset, seed, cache_dir, device, progress)
         text_encoder = text_tower(clip_towers(tokenizer, preset, seed, cache_dir, device, progress))
         unet = make_text_unet(text_encoder, vae, preset, seed)
-        train_text_unet(unet, vae, text_encoder, tokenizer, colour_tensors(load_colour_fashion("train")), preset, seed=seed,
-                        device=device, progress=progress)
+        train_text_unet(unet, vae, text_encoder, tokenizer, colour_tensors(load_colour_fashion("train")), preset,
+                        seed=seed, device=device, progress=progress)
         return own_sd_pipeline(vae, text_encoder, tokenizer, unet)
-    pipe = cached_pretrained(own_sd_path(preset, seed, cache_dir), lambda folder: load_sd_pipeline(folder, device=device, verbose=False, what=None),
-                             build, "own Stable Diffusion")
+    load = lambda folder: load_sd_pipeline(folder, device=device, verbose=False, what=None)
+    pipe = cached_pretrained(own_sd_path(preset, seed, cache_dir), load, build, "own Stable Diffusion")
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(get_device(device))
 
 # %% ../nbs/05_own_sd.ipynb #bd13dc28
 def shipped_own_sd(device=None) -> StableDiffusionPipeline:
-    "The own Stable Diffusion shipped with course_lib: its UNet, VAE and scheduler, and the shipped CLIP towers' text tower."
+    "The own Stable Diffusion shipped with course_lib: its UNet, VAE and scheduler, the shipped CLIP's text tower."
     text_encoder = text_tower(load_course_model("clip-towers", CLIPModel, device))
-    pipe = load_course_model("own-sd", StableDiffusionPipeline, device, text_encoder=text_encoder, tokenizer=load_clip_tokenizer(verbose=False),
-                             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = load_course_model("own-sd", StableDiffusionPipeline, device, text_encoder=text_encoder,
+                             tokenizer=load_clip_tokenizer(verbose=False), safety_checker=None,
+                             feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 # %% ../nbs/05_own_sd.ipynb #1da088f9
 def garment_gray(images: torch.Tensor) -> torch.Tensor:
-    "Colour garments (N×3×32×32 floats in [0, 1], or uint8 N×32×32×3) as N×1×32×32 brightness in [0, 1], for the judges."
+    "Colour garments (N×3×32×32 in [0, 1], or uint8 N×32×32×3) as N×1×32×32 brightness in [0, 1], for the judges."
     x = colour_unit_images(images) if images.dtype == torch.uint8 else images.float()
     return x.amax(1, keepdim=True)  # a garment's brightest channel: its shape and pattern, whatever its hue
 
@@ -177,7 +183,8 @@ def colour_judges(class_judge, seed: int = 0, device=None, progress: bool = True
     "The judges: chapter 1b's `class_judge` as it is, and its recipe trained on the colour set's patterns (cached)."
     train = colour_tensors(load_colour_fashion("train"))
     gray = (garment_gray(train["images"]) * 255).round().to(torch.uint8)[:, 0]
-    pattern = fashion_classifier(gray, train["pattern"], seed=seed, device=device, cache_dir=cache_dir, progress=progress)
+    pattern = fashion_classifier(gray, train["pattern"], seed=seed, device=device, cache_dir=cache_dir,
+                                 progress=progress)
     return {"class": class_judge, "pattern": pattern}
 
 # %% ../nbs/05_own_sd.ipynb #c1afb318
@@ -197,25 +204,28 @@ def attribute_hits(samples: torch.Tensor, requests: pd.DataFrame, judges: dict) 
     "Per sample (N×3×32×32 in [0, 1]): whether its class, colour and pattern are the requested ones."
     gray = garment_gray(samples)
     pixels = (samples.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)
-    return pd.DataFrame({"class": (classifier_outputs(judges["class"], gray)[0] == torch.tensor(requests["label"].values)).numpy(),
-                         "colour": (garment_colours(pixels) == torch.tensor(requests["colour"].values)).numpy(),
-                         "pattern": (classifier_outputs(judges["pattern"], gray)[0] == torch.tensor(requests["pattern"].values)).numpy()})
+    asked = lambda name: torch.tensor(requests[name].values)
+    return pd.DataFrame({"class": (classifier_outputs(judges["class"], gray)[0] == asked("label")).numpy(),
+                         "colour": (garment_colours(pixels) == asked("colour")).numpy(),
+                         "pattern": (classifier_outputs(judges["pattern"], gray)[0] == asked("pattern")).numpy()})
 
 # %% ../nbs/05_own_sd.ipynb #3b809ea8
 def guidance_table(pipe, judges: dict, towers=None, scales=(0, 1, 2, 3, 5, 7.5, 10), n: int = 500,
                    num_inference_steps: int = 30, seed: int = 0, reference: torch.Tensor | None = None,
                    progress: bool = True) -> pd.DataFrame:
     "Class, colour and pattern accuracy, FID (vs `reference`) and CLIP score of `n` held-out requests at each scale."
-    requests, rows = held_out_requests(n, seed), []
+    requests = held_out_requests(n, seed); prompts, rows = list(requests["prompt"]), []
     for scale in tqdm(scales, desc="guidance scales", disable=not progress):
         start = time.perf_counter()
-        samples = generate(pipe, list(requests["prompt"]), guidance_scale=scale, num_inference_steps=num_inference_steps,
-                           generator=[torch.Generator().manual_seed(seed + i) for i in range(n)], output_type="pt", progress=False)
-        row = {"guidance scale": scale, **attribute_hits(samples, requests, judges).mean().add_suffix(" accuracy").to_dict()}
+        samples = generate(pipe, prompts, guidance_scale=scale, num_inference_steps=num_inference_steps,
+                           generator=[torch.Generator().manual_seed(seed + i) for i in range(n)], output_type="pt",
+                           progress=False)
+        hits = attribute_hits(samples, requests, judges).mean().add_suffix(" accuracy")
+        row = {"guidance scale": scale, **hits.to_dict()}
         if reference is not None:
             features = [classifier_outputs(judges["class"], garment_gray(x))[1] for x in (samples, reference)]
             row["FID"] = frechet_distance(*features)
-        if towers is not None: row["CLIP score"] = clip_score(towers, pipe.tokenizer, samples, list(requests["prompt"])).mean().item()
+        if towers is not None: row["CLIP score"] = clip_score(towers, pipe.tokenizer, samples, prompts).mean().item()
         rows.append(row | {"samples": n, "seconds": time.perf_counter() - start})
     return pd.DataFrame(rows)
 
@@ -229,15 +239,17 @@ def plot_guidance_table(table: pd.DataFrame, title: str = "What guidance buys, a
     left.set(xlabel="guidance scale", ylabel="asked-for attribute drawn (%)", ylim=(0, 102)); left.legend()
     if "FID" in table: right.plot(table["guidance scale"], table["FID"], "o-", color="tab:red")
     right.set(xlabel="guidance scale", ylabel="FID on judge features (lower is better)")
-    fig.suptitle(f"{title} ({int(table['samples'].iloc[0])} samples per scale)", fontsize=10); fig.tight_layout(); plt.close(fig)
+    fig.suptitle(f"{title} ({int(table['samples'].iloc[0])} samples per scale)", fontsize=10)
+    fig.tight_layout(); plt.close(fig)
     return fig
 
 # %% ../nbs/05_own_sd.ipynb #511f1925
 def guidance_strip(pipe, prompt: str, scales=(0, 1, 2, 10), negative_prompt: str | None = None, seed: int = 0,
                    n_seeds: int = 4, num_inference_steps: int = 30, title: str = ""):
-    "One row per seed, one column per guidance scale: `prompt` (and `negative_prompt`) with the same seeds at each scale."
-    columns = [generate(pipe, [prompt] * n_seeds, negative_prompt or "", guidance_scale=scale, num_inference_steps=num_inference_steps,
-                        generator=[torch.Generator().manual_seed(seed + i) for i in range(n_seeds)], output_type="pt", progress=False)
+    "One row per seed, one column per guidance scale: `prompt` (and `negative_prompt`) with the same seeds at each."
+    columns = [generate(pipe, [prompt] * n_seeds, negative_prompt or "", guidance_scale=scale,
+                        num_inference_steps=num_inference_steps, output_type="pt", progress=False,
+                        generator=[torch.Generator().manual_seed(seed + i) for i in range(n_seeds)])
                for scale in scales]
     grid = torch.stack(columns, 1).flatten(0, 1)  # row = seed, column = scale
     return show_images(grid, ncols=len(scales), col_labels=[f"guidance {s}" for s in scales],

@@ -25,7 +25,7 @@ from .text import encode_prompt
 
 # %% auto #0
 __all__ = ['UNET_CONFIGS', 'SD_PARTS', 'OUTPUT_TYPES', 'unet_config', 'meta_unet', 'cross_attention_map', 'guide', 'sd_parts',
-           'check_sampling_args', 'prepare_latents', 'denoise', 'generate']
+           'check_sampling_args', 'prepare_latents', 'denoise', 'sample_latents', 'generate']
 
 # %% ../nbs/04_sampling.ipynb #1167b099
 UNET_CONFIGS = {  # as in the checkpoints' unet/config.json
@@ -33,7 +33,8 @@ UNET_CONFIGS = {  # as in the checkpoints' unet/config.json
                 block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3),
-    "sdxl": dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+    "sdxl": dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+                 block_out_channels=(320, 640, 1280),
                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                  up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
                  transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
@@ -59,7 +60,7 @@ def cross_attention_map(unet, image_size: int | None = None) -> pd.DataFrame:
     side = (image_size // 8) if image_size else unet.config.sample_size
     rows, blocks = [], ([("down", b) for b in unet.down_blocks] + [("mid", unet.mid_block)]
                         + [("up", b) for b in unet.up_blocks])
-    for i, (path, block) in enumerate(blocks):
+    for path, block in blocks:
         attentions = getattr(block, "attentions", None) or []
         layers = sum(len(a.transformer_blocks) for a in attentions)
         channels = next(m.out_channels for m in block.modules() if isinstance(m, torch.nn.Conv2d))
@@ -104,7 +105,8 @@ def check_sampling_args(height, width, vae_factor, num_inference_steps, guidance
         raise ValueError(f"`guidance_rescale` must be a number in [0, 1]; got {guidance_rescale!r}.")
     check_choice("output_type", output_type, OUTPUT_TYPES)
     if isinstance(generator, list) and len(generator) != batch_size:
-        raise ValueError(f"`generator` is a list of {len(generator)}; it must hold one generator per image ({batch_size}).")
+        raise ValueError(f"`generator` is a list of {len(generator)}; it must hold one generator per image "
+                         f"({batch_size}).")
 
 # %% ../nbs/04_sampling.ipynb #fb9f5def
 def prepare_latents(unet, scheduler, batch_size: int, height: int, width: int, vae_factor: int, generator,
@@ -126,29 +128,42 @@ def denoise(unet, scheduler, latents: torch.Tensor, embeddings: torch.Tensor, gu
         if callback is not None: callback(i, t, latents)
     return latents
 
+# %% ../nbs/04_sampling.ipynb #3c657401
+def sample_latents(pipe, embeddings: torch.Tensor, height: int, width: int, num_inference_steps: int,
+                   guidance_scale: float, guidance_rescale: float = 0.0, generator=None, scheduler=None,
+                   callback=None, progress: bool = True, fast: bool | None = None) -> torch.Tensor:
+    "Steps 4-7: the last latents for `embeddings` (uncond then cond; cond alone at scale 1), on a copy of `scheduler`."
+    parts = sd_parts(pipe)
+    unet, scheduler = parts["unet"], copy.deepcopy(scheduler or parts["scheduler"])
+    # 4. timesteps (the fast path keeps them on the CPU, see course_lib.fast), 5. latents, 6. the step's extra arguments
+    fast = fast_path_wanted(fast, unet.device)
+    scheduler.set_timesteps(num_inference_steps, device="cpu" if fast else unet.device)
+    batch_size = len(embeddings) if guidance_scale == 1 else len(embeddings) // 2
+    latents = prepare_latents(unet, scheduler, batch_size, height, width, downsampling_factor(parts["vae"]), generator,
+                              embeddings.dtype)
+    extra_step_kwargs = step_kwargs(scheduler, generator, use_clipped_model_output=False)
+    # 7. the denoising loop (on CUDA through the compiled UNet of `course_lib.fast`, unless `fast=False`)
+    return denoise(fast_inference(unet) if fast else unet, scheduler, latents, embeddings, guidance_scale,
+                   guidance_rescale, extra_step_kwargs, callback, progress)
+
 # %% ../nbs/04_sampling.ipynb #cfe42cf8
 def generate(pipe, prompt, negative_prompt="", *, height: int | None = None, width: int | None = None,
              num_inference_steps: int = 30, guidance_scale: float = 7.5, guidance_rescale: float = 0.0,
              seed: int | None = None, generator=None, scheduler=None, output_type: str = "pil",
              prompt_embeds: tuple | None = None, callback=None, progress: bool = True, fast: bool | None = None):
-    "Images for `prompt` from a Stable Diffusion `pipe` (or dict of parts), the loop of `StableDiffusionPipeline.__call__`."
-    parts = sd_parts(pipe)
-    unet, vae, scheduler, vae_factor = parts["unet"], parts["vae"], copy.deepcopy(scheduler or parts["scheduler"]), downsampling_factor(parts["vae"])
-    # 0. default height and width to the UNet's (512 for SD 1.5)
+    "Images for `prompt` from a Stable Diffusion `pipe` (or dict of parts), as `StableDiffusionPipeline.__call__`."
+    parts = sd_parts(pipe); unet, vae_factor = parts["unet"], downsampling_factor(parts["vae"])
+    # 0. default height and width to the UNet's (512 for SD 1.5); 1.-2. check inputs; the batch size
     height, width = (unet.config.sample_size * vae_factor if side is None else side for side in (height, width))
-    # 1.-2. check inputs; the batch size
     generator = make_generator(seed, "cpu") if generator is None and seed is not None else generator
     batch_size = len(prompt_embeds[1]) if prompt_embeds else len(check_prompts(prompt))
-    check_sampling_args(height, width, vae_factor, num_inference_steps, guidance_scale, guidance_rescale, output_type, generator, batch_size)
-    # 3. encode the prompt (or reuse embeddings computed before); at exactly 1 the unconditional half cancels out: skip it
-    uncond, cond = prompt_embeds or encode_prompt(parts["tokenizer"], parts["text_encoder"], prompt, negative_prompt, device=unet.device)
+    check_sampling_args(height, width, vae_factor, num_inference_steps, guidance_scale, guidance_rescale, output_type,
+                        generator, batch_size)
+    # 3. encode the prompt (or reuse embeddings computed before); at exactly 1 the unconditional half cancels: skip it
+    uncond, cond = prompt_embeds or encode_prompt(parts["tokenizer"], parts["text_encoder"], prompt, negative_prompt,
+                                                  device=unet.device)
     embeddings = torch.cat([uncond, cond]) if guidance_scale != 1 else cond
-    # 4. timesteps (the fast path keeps them on the CPU, see course_lib.fast), 5. latents, 6. the step's extra arguments
-    fast = fast_path_wanted(fast, unet.device)
-    scheduler.set_timesteps(num_inference_steps, device="cpu" if fast else unet.device)
-    latents = prepare_latents(unet, scheduler, len(cond), height, width, vae_factor, generator, cond.dtype)
-    extra_step_kwargs = step_kwargs(scheduler, generator, use_clipped_model_output=False)
-    # 7. the denoising loop (on CUDA through the compiled UNet of `course_lib.fast`, unless `fast=False`), then decode
-    denoiser = fast_inference(unet) if fast else unet
-    latents = denoise(denoiser, scheduler, latents, embeddings, guidance_scale, guidance_rescale, extra_step_kwargs, callback, progress)
-    return latents if output_type == "latent" else decode(vae, latents, output_type)
+    # 4.-7. timesteps, latents, the step's extra arguments and the denoising loop; then decode
+    latents = sample_latents(parts, embeddings, height, width, num_inference_steps, guidance_scale, guidance_rescale,
+                             generator, scheduler, callback, progress, fast)
+    return latents if output_type == "latent" else decode(parts["vae"], latents, output_type)

@@ -34,7 +34,7 @@ def dropped_text(tokenizer, prompts) -> list[str]:
     return [tokenizer.decode(i[keep:-1]) if len(i) > tokenizer.model_max_length else "" for i in ids]
 
 def tokenize(tokenizer, prompts, warn: bool = True) -> transformers.BatchEncoding:
-    "`input_ids` and `attention_mask` (B×77 tensors) of `prompts`, padded and cut as Stable Diffusion does; warns on cuts."
+    "`input_ids` and `attention_mask` (B×77) of `prompts`, padded and cut as Stable Diffusion does; warns on cuts."
     prompts = check_prompts(prompts)
     for prompt, cut in zip(prompts, dropped_text(tokenizer, prompts) if warn else []):
         if cut: warnings.warn(f"The prompt {prompt[:40]!r}... is longer than {tokenizer.model_max_length} tokens; "
@@ -121,7 +121,7 @@ def plot_hidden_states(tokenizer, ids: torch.Tensor, hidden: torch.Tensor, posit
 
 # %% ../nbs/03_text.ipynb #184ce64f
 def text_states(tokenizer, text_encoder, prompts, device=None, warn: bool = True) -> torch.Tensor:
-    "The encoder hidden states (B×77×width) of `prompts` on `device` (default: the encoder's), as diffusers computes them."
+    "The encoder hidden states (B×77×width) of `prompts` on `device` (default: the encoder's), as diffusers does."
     device = text_encoder.device if device is None else get_device(device)
     tokens = tokenize(tokenizer, prompts, warn=warn)
     # SD 1/2 encoders attend to padding too; a mask is used only where the config asks for one, as in diffusers
@@ -130,7 +130,8 @@ def text_states(tokenizer, text_encoder, prompts, device=None, warn: bool = True
     return states.to(dtype=text_encoder.dtype, device=device)
 
 # %% ../nbs/03_text.ipynb #70967513
-def encode_prompt(tokenizer, text_encoder, prompt, negative_prompt="", device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompt(tokenizer, text_encoder, prompt, negative_prompt="",
+                  device=None) -> tuple[torch.Tensor, torch.Tensor]:
     "(uncond, cond) encoder hidden states B×77×width of `negative_prompt` and `prompt`, exactly as diffusers pads them."
     prompts = check_prompts(prompt)
     negatives = check_prompts("" if negative_prompt is None else negative_prompt, "negative_prompt")

@@ -35,11 +35,12 @@ CAPTION_WORDS = ("red", "blue", "black", "white", "green", "striped", "checked",
                  "cotton", "vintage", "cheap", "elegant", "small", "large")
 CAPTION_TEMPLATES = {"train": ("a photo of a {word} {noun}", "a {word} {noun}", "{word} {noun} on a white background",
                                "a picture of my {noun}", "product shot: {word} {noun}", "a {noun} that is {word}"),
-                     "test": ("an image of a {word} {noun}", "the {noun}, {word}", "i bought a {word} {noun} yesterday")}
+                     "test": ("an image of a {word} {noun}", "the {noun}, {word}",
+                              "i bought a {word} {noun} yesterday")}
 CLASS_PROMPTS = tuple(f"a photo of a {name.lower()}" for name in FASHION_CLASSES)
 
 def fashion_captions(n: int, split: str = "train", seed: int = 0) -> tuple[list[str], torch.Tensor]:
-    "`n` random captions of Fashion classes and their labels; `split` chooses the templates (test's are unseen in train)."
+    "`n` random captions of Fashion classes and their labels; `split` picks the templates (test's are unseen in train)."
     if split not in CAPTION_TEMPLATES: raise ValueError(f"`split` must be 'train' or 'test'; got {split!r}.")
     rng, captions, labels = random.Random(f"{split}-{seed}"), [], []
     for _ in range(n):
@@ -76,7 +77,8 @@ def train_caption_encoder(tokenizer, text_encoder, steps: int = 400, batch_size:
     def batches(epoch, first_batch):  # one pass over fresh captions: every batch is new
         return ((captions[i * batch_size:(i + 1) * batch_size], labels[i * batch_size:(i + 1) * batch_size])
                 for i in range(first_batch, steps))
-    loss = lambda model, batch, generator, bf16: F.cross_entropy(caption_logits(tokenizer, model, batch[0]), batch[1].to(model.device))
+    loss = lambda model, batch, generator, bf16: F.cross_entropy(caption_logits(tokenizer, model, batch[0]),
+                                                                 batch[1].to(model.device))
     return train(text_encoder, loss, batches, run, seed=seed, device=device, progress=progress, what="caption encoder")
 
 # %% ../nbs/03b_text_encoders.ipynb #6d414c4b
@@ -88,11 +90,11 @@ def caption_encoder_path(steps: int = 400, seed: int = 0, cache_dir=None):
 
 def caption_encoder(tokenizer=None, steps: int = 400, seed: int = 0, cache_dir=None, device=None,
                     progress: bool = True) -> CLIPTextModel:
-    "The small text encoder trained on Fashion captions: loaded from the cache, else trained (under a minute) and saved."
+    "The small text encoder trained on Fashion captions: loaded from the cache, else trained (under a minute), saved."
     def build():
         model = tiny_text_encoder(seed, **CAPTION_ENCODER)
-        record = train_caption_encoder(tokenizer or load_clip_tokenizer(verbose=False), model, steps, seed=seed, device=device,
-                                       progress=progress)
+        record = train_caption_encoder(tokenizer or load_clip_tokenizer(verbose=False), model, steps, seed=seed,
+                                       device=device, progress=progress)
         if progress: print(f"trained in {record['seconds']:.0f} s, final loss {record['losses'][-1]:.3f}")
         return model
     load = lambda folder: load_text_encoder(folder, device, verbose=progress, what=None)
@@ -102,7 +104,8 @@ def caption_encoder(tokenizer=None, steps: int = 400, seed: int = 0, cache_dir=N
 def make_clip_towers(preset=None, seed: int = 0) -> CLIPModel:
     "An untrained `CLIPModel` sized by `clip` `preset`: a text tower over CLIP's 49,408 ids, a ViT for 3×32×32 images."
     p = preset_values(preset, "clip")
-    tower = {k: p[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "projection_dim")}
+    tower = {k: p[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                               "projection_dim")}
     text = CLIPTextConfig(**(TINY_TEXT_ENCODER | tower))
     vision = CLIPVisionConfig(**tower, image_size=32, patch_size=p["patch_size"], num_channels=3)
     with seeded(seed):
@@ -111,11 +114,13 @@ def make_clip_towers(preset=None, seed: int = 0) -> CLIPModel:
 
 # %% ../nbs/03b_text_encoders.ipynb #35999650
 def caption_batches(tokenizer, colour: dict, batch_size: int, seed: int = 0, stream: str = "epoch"):
-    "`batches(epoch, first_batch)` for `train`: (images, caption ids) of the `colour_tensors` `colour`, new captions each epoch."
-    def batches(epoch: int, first_batch: int = 0):
-        captions = colour_captions(colour["label"], colour["colour"], colour["pattern"], "train", seed=f"{seed}-epoch{epoch}")
+    "`batches(epoch, first_batch)` for `train`: (images, caption ids) of the `colour_tensors` `colour`, new captions."
+    def batches(epoch: int, first_batch: int = 0):  # each epoch writes new captions of the same garments
+        captions = colour_captions(colour["label"], colour["colour"], colour["pattern"], "train",
+                                   seed=f"{seed}-epoch{epoch}")
         ids = tokenize(tokenizer, captions).input_ids.to(colour["images"].device)
-        return fashion_batches(colour["images"], ids, batch_size, start=first_batch, generator=derived_generator(seed, stream, epoch))
+        return fashion_batches(colour["images"], ids, batch_size, start=first_batch,
+                               generator=derived_generator(seed, stream, epoch))
     return batches
 
 # %% ../nbs/03b_text_encoders.ipynb #9d57265c
@@ -138,8 +143,10 @@ def train_clip_towers(towers, tokenizer, colour: dict, preset=None, *, seed: int
 def clip_vectors(towers, tokenizer, images: torch.Tensor, prompts) -> tuple[torch.Tensor, torch.Tensor]:
     "Unit vectors of `images` (N×3×32×32 in [0, 1]) and of `prompts` in the towers' shared space, float32 on the CPU."
     dev = towers.device
-    pictures = torch.cat([towers.get_image_features(pixel_values=b.to(dev) * 2 - 1).pooler_output for b in images.split(500)])
-    texts = towers.get_text_features(input_ids=tokenize(tokenizer, check_prompts(prompts)).input_ids.to(dev)).pooler_output
+    pictures = torch.cat([towers.get_image_features(pixel_values=b.to(dev) * 2 - 1).pooler_output
+                          for b in images.split(500)])
+    ids = tokenize(tokenizer, check_prompts(prompts)).input_ids.to(dev)
+    texts = towers.get_text_features(input_ids=ids).pooler_output
     return F.normalize(pictures.float(), dim=-1).cpu(), F.normalize(texts.float(), dim=-1).cpu()
 
 def zero_shot_accuracy(towers, tokenizer, images: torch.Tensor, truth, prompts) -> float:
@@ -172,16 +179,19 @@ def clip_towers_path(preset=None, seed: int = 0, cache_dir=None):
                                                   patterns=PATTERN_WORDS, templates=COLOUR_TEMPLATES["train"])
     return cache_path(f"clip-towers-{preset_label(preset)}", recipe, cache_dir=cache_dir)
 
-def clip_towers(tokenizer=None, preset=None, seed: int = 0, cache_dir=None, device=None, progress: bool = True) -> CLIPModel:
+def clip_towers(tokenizer=None, preset=None, seed: int = 0, cache_dir=None, device=None,
+                progress: bool = True) -> CLIPModel:
     "The CLIP towers of `preset`: loaded from the cache, else trained on the colour set's train split and saved."
     def build():
         towers = make_clip_towers(preset, seed)
-        train_clip_towers(towers, tokenizer or load_clip_tokenizer(verbose=False), colour_tensors(load_colour_fashion("train"), device),
-                          preset, seed=seed, device=device, progress=progress)
+        train_clip_towers(towers, tokenizer or load_clip_tokenizer(verbose=False),
+                          colour_tensors(load_colour_fashion("train"), device), preset, seed=seed, device=device,
+                          progress=progress)
         return towers
     load = lambda folder: CLIPModel.from_pretrained(folder).to(get_device(device)).eval()
     return cached_pretrained(clip_towers_path(preset, seed, cache_dir), load, build, "CLIP towers")
 
+# %% ../nbs/03b_text_encoders.ipynb #185041fc
 def text_tower(towers: CLIPModel) -> CLIPTextModel:
     "The text tower of `towers` as a frozen `CLIPTextModel` (a copy), the class SD's pipelines load as `text_encoder`."
     model = CLIPTextModel(towers.config.text_config)

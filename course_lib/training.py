@@ -28,7 +28,7 @@ __all__ = ['BATCH_INPUTS', 'LR_SCHEDULES', 'CHECKPOINT_FORMAT', 'CACHE_VERSION',
            'learning_rate_schedule', 'atomic_save_file', 'read_checkpoint', 'prefixed', 'save_checkpoint',
            'optimizer_state', 'resume_training', 'save_pretrained_atomic', 'cached_pretrained', 'data_fingerprint',
            'cache_path', 'check_run', 'run_settings', 'cpu_has_native_bf16', 'uses_bf16', 'train_step', 'log_steps',
-           'save_if_due', 'finish_record', 'train', 'plot_losses']
+           'save_if_due', 'finish_record', 'start_run', 'steps_of', 'train', 'plot_losses']
 
 # %% ../nbs/00_training.ipynb #19f7f6ae
 def pick_preset(preset: str | None = None, device=None) -> str:
@@ -43,28 +43,30 @@ def preset_values(preset=None, family: str = "preset") -> dict:
 
 # %% ../nbs/00_training.ipynb #bc3a1d98
 def preset_label(preset=None) -> str:
-    "The name of `preset` for messages: its own, `pick_preset`'s for None, a named preset's that a dict equals, or 'custom'."
+    "The name of `preset` for messages: its own, `pick_preset`'s for None, a named preset's a dict equals, or 'custom'."
     if preset is None or isinstance(preset, str): return pick_preset(preset)
-    same = [name for family in PRESET_FAMILIES for name in settings.preset_names(family) if settings.preset(name, family) == preset]
+    same = [name for family in PRESET_FAMILIES for name in settings.preset_names(family)
+            if settings.preset(name, family) == preset]
     return same[0] if same else "custom"
 
 # %% ../nbs/00_training.ipynb #b4ecae4c
 BATCH_INPUTS = ("gray", "colour", "latents")
 
 def check_batch_input(images: torch.Tensor, batch_size) -> str:
-    "What `images` are: 'gray' (uint8 N×H×W), 'colour' (uint8 N×H×W×3) or 'latents' (float N×C×h×w); else a `ValueError`."
+    "What `images` are: 'gray' (uint8 N×H×W), 'colour' (uint8 N×H×W×3) or 'latents' (float N×C×h×w); else an error."
     if images.is_floating_point() and images.ndim == 4: kind = "latents"
     elif images.dtype == torch.uint8 and (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
         kind = "gray" if images.ndim == 3 else "colour"
     else: raise ValueError(f"`images` must be uint8 N×H×W (gray, see fashion_tensors), uint8 N×H×W×3 (colour) or float "
                            f"latents N×C×h×w; got {images.dtype} {tuple(images.shape)}.")
-    if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
     return kind
 
 # %% ../nbs/00_training.ipynb #c4e472de
-def fashion_batches(images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256, shuffle: bool = True,
-                    flip: bool = True, generator: torch.Generator | None = None, start: int = 0):
-    "One epoch of `(x, y)` batches (`(x,)` without `labels`): uint8 images -> x B×C×32×32 in [-1, 1]; latents as they are."
+def fashion_batches(images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256,
+                    shuffle: bool = True, flip: bool = True, generator: torch.Generator | None = None, start: int = 0):
+    "One epoch of `(x, y)` batches (`(x,)` without `labels`): uint8 images -> x B×C×32×32 in [-1, 1]; latents as is."
     kind, n = check_batch_input(images, batch_size), len(images)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)  # on the CPU: same on every device
     flips = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
@@ -97,14 +99,15 @@ def unit_images(images: torch.Tensor) -> torch.Tensor:
 LR_SCHEDULES = ("constant", "cosine", "one-cycle")
 
 def learning_rate_schedule(optimizer, kind: str, total_steps: int, done: int = 0, warmup_steps: int | None = None):
-    "'constant', 'cosine' (linear warm-up, 5 % of the run by default, then cosine decay to 0) or 'one-cycle'; `done` taken."
+    "'constant', 'cosine' (linear warm-up, default 5 % of the run, then cosine decay to 0) or 'one-cycle'; at `done`."
     check_choice("lr_schedule", kind, LR_SCHEDULES)
     for group in optimizer.param_groups: group.setdefault("initial_lr", group["lr"])  # what the schedules resume from
     if kind == "constant": return get_constant_schedule(optimizer, last_epoch=done - 1)
-    if kind == "one-cycle":  # it keeps state in the optimizer's groups (peak, momentum): start it, then step it to `done`
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["initial_lr"], total_steps=total_steps)
+    if kind == "one-cycle":  # it keeps state in the optimizer's groups (peak, momentum): start it, step it to `done`
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["initial_lr"],
+                                                       total_steps=total_steps)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "step() before optimizer.step()": on purpose, to fast-forward
+            warnings.simplefilter("ignore", UserWarning)  # "step() before optimizer.step()": to fast-forward
             for _ in range(done): schedule.step()
         return schedule
     warmup = max(1, total_steps // 20) if warmup_steps is None else warmup_steps
@@ -129,7 +132,8 @@ def atomic_save_file(tensors: dict, path, metadata: dict) -> Path:
 # %% ../nbs/00_training.ipynb #a395ee21
 def read_checkpoint(path, device=None) -> tuple[dict, dict]:
     "The tensors and decoded metadata of a file written by `atomic_save_file` with `CHECKPOINT_FORMAT`."
-    with safe_open(str(path), framework="pt") as f: metadata = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    with safe_open(str(path), framework="pt") as f:
+        metadata = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
     if metadata.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"`path` {path} is not a course_lib checkpoint (format {metadata.get('format')!r}).")
     return load_file(str(path), device=str(get_device(device))), metadata
@@ -140,7 +144,7 @@ def prefixed(tensors: dict, prefix: str) -> dict:
 
 # %% ../nbs/00_training.ipynb #481183e6
 def save_checkpoint(path, model, optimizer=None, **state) -> Path:
-    "Save `model` (weights, and its config if it has one), `optimizer`'s state and JSON-able `state` to `path`, atomically."
+    "Save `model` (weights, and config if it has one), `optimizer`'s state and JSON-able `state` to `path` atomically."
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     metadata = {"format": CHECKPOINT_FORMAT, "model_config": dict(getattr(model, "config", {}) or {}), "state": state}
     if optimizer is not None:
@@ -183,7 +187,7 @@ def save_pretrained_atomic(model, folder) -> Path:
 
 # %% ../nbs/00_training.ipynb #592526b3
 def cached_pretrained(folder, load, build, what: str):
-    "`load(folder)` when `folder` holds a `save_pretrained` model, else `build()`'s model, saved there first (atomically)."
+    "`load(folder)` when `folder` holds a `save_pretrained` model, else `build()`'s, saved there first (atomically)."
     folder = Path(folder)
     if (folder / "config.json").exists() or (folder / "model_index.json").exists():
         note_source(what, f"trained earlier here, loaded from {folder.name}")
@@ -202,9 +206,10 @@ def data_fingerprint(*tensors: torch.Tensor) -> str:
     return digest.hexdigest()[:10]
 
 def cache_path(kind: str, recipe: dict, data=(), suffix: str = "", cache_dir=None) -> Path:
-    "Where the model `kind` trained by `recipe` on the tensors `data` is kept: `cache_dir`/models/<kind>-v<version>-<hash>."
+    "Where the model `kind` trained by `recipe` on tensors `data` is kept: `cache_dir`/models/<kind>-v<version>-<hash>."
     digest = hashlib.sha1(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    name = f"{kind}-v{CACHE_VERSION}" + (f"-data{data_fingerprint(*data)}" if len(data) else "") + f"-run{digest}{suffix}"
+    name = f"{kind}-v{CACHE_VERSION}" + (f"-data{data_fingerprint(*data)}" if len(data) else "")
+    name += f"-run{digest}{suffix}"
     return settings.get_path("cache_dir", cache_dir) / "models" / name
 
 # %% ../nbs/00_training.ipynb #8c5cb310
@@ -220,12 +225,13 @@ def check_run(run: dict) -> dict:
 
 # %% ../nbs/00_training.ipynb #a58bab4b
 def run_settings(preset=None, n_samples: int = 0, family: str = "preset", **overrides) -> dict:
-    "The trainer's `run` for `preset` of `family` over `n_samples` (at most its `train_samples`); `overrides` not None win."
+    "The trainer's `run` for `preset` of `family` over `n_samples` (at most `train_samples`); non-None `overrides` win."
     p = preset_values(preset, family) | {k: v for k, v in overrides.items() if v is not None}
     n = min(p["train_samples"], n_samples)
     if n < 1: raise ValueError(f"`n_samples` must be >= 1; got {n_samples!r}.")
-    return check_run(dict(epochs=p["epochs"], steps_per_epoch=math.ceil(n / p["batch_size"]), batch_size=p["batch_size"],
-                          learning_rate=p["learning_rate"], lr_schedule=p.get("lr_schedule", "cosine"),
+    return check_run(dict(epochs=p["epochs"], steps_per_epoch=math.ceil(n / p["batch_size"]),
+                          batch_size=p["batch_size"], learning_rate=p["learning_rate"],
+                          lr_schedule=p.get("lr_schedule", "cosine"),
                           mixed_precision=p["mixed_precision"] or "no",  # settings.ini reads "no" as False
                           train_samples=n, preset=preset_label(preset)))
 
@@ -237,7 +243,7 @@ def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo") -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 def uses_bf16(mixed_precision: str, device) -> bool:
-    "Whether a run with `mixed_precision` trains under bf16 autocast on `device` ('auto': on a CPU with native bf16 only)."
+    "Whether a run with `mixed_precision` trains under bf16 autocast on `device` ('auto': a CPU with native bf16 only)."
     check_choice("mixed_precision", mixed_precision, MIXED_PRECISIONS)
     if mixed_precision == "auto": return torch.device(device).type == "cpu" and cpu_has_native_bf16()
     if mixed_precision == "bf16" and (why := missing_bf16(device)):
@@ -247,7 +253,7 @@ def uses_bf16(mixed_precision: str, device) -> bool:
 
 # %% ../nbs/00_training.ipynb #e7fea4a5
 def train_step(model, optimizer, schedule, accelerator, loss_fn, batch, generator, bf16: bool) -> list[torch.Tensor]:
-    "One optimisation step on `batch` (this process's share of it); returns the loss and the logged values, on the device."
+    "One optimisation step on `batch` (this process's share of it); returns the loss and logged values, on the device."
     rank, world = accelerator.process_index, accelerator.num_processes
     values = loss_fn(model, [part[rank::world] for part in batch], generator, bf16)
     values = values if isinstance(values, tuple) else (values,)
@@ -257,17 +263,19 @@ def train_step(model, optimizer, schedule, accelerator, loss_fn, batch, generato
 
 # %% ../nbs/00_training.ipynb #b7a9e70f
 def log_steps(record: dict, names, pending: list, bar) -> None:
-    "Move the values of the `pending` steps (device tensors) into `record` under `names` in one read; show the last on `bar`."
+    "Move the `pending` steps' values (device tensors) into `record` under `names` in one read; show the last on `bar`."
     if not pending: return
-    rows = torch.stack([torch.stack([v.float() for v in step]) for step in pending]).tolist()  # one host sync for them all
+    rows = torch.stack([torch.stack([v.float() for v in step]) for step in pending]).tolist()  # one host sync for all
     for row in rows:
         for name, value in zip(names, row): record.setdefault(name, []).append(value)
     bar.set_postfix({("loss" if name == "losses" else name): f"{value:.4g}" for name, value in zip(names, rows[-1])})
     pending.clear()
 
+# %% ../nbs/00_training.ipynb #e1a2b302
 def save_if_due(checkpoint, every: int, stop: int, accelerator, model, optimizer, record: dict) -> None:
     "Save the run to `checkpoint` (if any) every `every` steps and at the `stop` step, from the main process only."
-    if checkpoint is not None and accelerator.is_main_process and (record["step"] % every == 0 or record["step"] == stop):
+    due = record["step"] % every == 0 or record["step"] == stop
+    if checkpoint is not None and accelerator.is_main_process and due:
         save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, **record)
 
 def finish_record(record: dict, done_before: int, start: float, run: dict, what: str, checkpoint) -> dict:
@@ -279,11 +287,9 @@ def finish_record(record: dict, done_before: int, start: float, run: dict, what:
     return record | {"total_steps": run["epochs"] * run["steps_per_epoch"], "seconds": seconds,
                      "images_per_second": trained * run["batch_size"] / max(seconds, 1e-9)}
 
-# %% ../nbs/00_training.ipynb #7224ba6a
-def train(model, loss_fn, batches, run: dict, *, seed: int = 0, checkpoint=None, checkpoint_every: int = 200,
-          max_steps: int | None = None, device=None, progress: bool = True, what: str = "model", logged=(),
-          fast: bool | None = None) -> dict:
-    "Train `model` with `loss_fn` on `batches(epoch, first_batch)` as `run` says, resuming from `checkpoint`; its record."
+# %% ../nbs/00_training.ipynb #e1a2b305
+def start_run(model, run: dict, checkpoint=None, device=None, fast: bool | None = None):
+    "`model` on the device with its AdamW, resumed from `checkpoint`: (accelerator, optimizer, record, bf16, fast)."
     accelerator = Accelerator(cpu=get_device(device).type == "cpu")
     fast = fast_path_wanted(fast, accelerator.device)
     model.to(accelerator.device).train()
@@ -291,24 +297,37 @@ def train(model, loss_fn, batches, run: dict, *, seed: int = 0, checkpoint=None,
     optimizer = torch.optim.AdamW(model.parameters(), lr=check_run(run)["learning_rate"], eps=run.get("adam_eps", 1e-8),
                                   fused=fast or None)  # None: PyTorch's default kernels
     record = resume_training(checkpoint, model, optimizer, run)
+    return accelerator, optimizer, record, uses_bf16(run["mixed_precision"], accelerator.device), fast
+
+# %% ../nbs/00_training.ipynb #e1a2b307
+def steps_of(batches, run: dict, record: dict, stop: int, seed: int, accelerator):
+    "(batch, generator) of each step from `record['step']` to `stop`; the generator: this process's of stream 'step'."
+    while record["step"] < stop:
+        epoch, first_batch = divmod(record["step"], run["steps_per_epoch"])
+        for batch in batches(epoch, first_batch):
+            yield batch, derived_generator(seed, "step", record["step"], accelerator.process_index,
+                                           device=accelerator.device)
+            if record["step"] == stop: break
+
+# %% ../nbs/00_training.ipynb #7224ba6a
+def train(model, loss_fn, batches, run: dict, *, seed: int = 0, checkpoint=None, checkpoint_every: int = 200,
+          max_steps: int | None = None, device=None, progress: bool = True, what: str = "model", logged=(),
+          fast: bool | None = None) -> dict:
+    "Train `model` with `loss_fn` on `batches(epoch, first_batch)` as `run` says, resuming `checkpoint`; its record."
+    accelerator, optimizer, record, bf16, fast = start_run(model, run, checkpoint, device, fast)
     total, log_every = run["epochs"] * run["steps_per_epoch"], run.get("log_every", 50) if fast else 1
     stop, done_before, start = min(total, max_steps or total), record["step"], time.perf_counter()
-    bf16 = uses_bf16(run["mixed_precision"], accelerator.device)
     schedule = learning_rate_schedule(optimizer, run["lr_schedule"], total, done_before, run.get("warmup_steps"))
     model, optimizer = accelerator.prepare(model, optimizer)
     learner = compiled_for_training(model, accelerator.device) if fast and run.get("compile") else model
     bar = tqdm(total=total, initial=done_before, desc=f"training the {what}", unit="step",
                disable=not (progress and accelerator.is_main_process))
-    pending, due = [], lambda every: record["step"] % every == 0 or record["step"] == stop
-    while record["step"] < stop:
-        epoch, first_batch = divmod(record["step"], run["steps_per_epoch"])
-        for batch in batches(epoch, first_batch):
-            generator = derived_generator(seed, "step", record["step"], accelerator.process_index, device=accelerator.device)
-            pending.append(train_step(learner, optimizer, schedule, accelerator, loss_fn, batch, generator, bf16))
-            record["step"] += 1; bar.update()
-            if due(log_every) or (checkpoint is not None and due(checkpoint_every)): log_steps(record, ("losses", *logged), pending, bar)
-            save_if_due(checkpoint, checkpoint_every, stop, accelerator, model, optimizer, record)
-            if record["step"] == stop: break
+    pending, names, due = [], ("losses", *logged), lambda every: record["step"] % every == 0 or record["step"] == stop
+    for batch, generator in steps_of(batches, run, record, stop, seed, accelerator):
+        pending.append(train_step(learner, optimizer, schedule, accelerator, loss_fn, batch, generator, bf16))
+        record["step"] += 1; bar.update()
+        if due(log_every) or (checkpoint is not None and due(checkpoint_every)): log_steps(record, names, pending, bar)
+        save_if_due(checkpoint, checkpoint_every, stop, accelerator, model, optimizer, record)
     bar.close(); accelerator.unwrap_model(model).eval()
     return finish_record(record, done_before, start, run, what, checkpoint)
 

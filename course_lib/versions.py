@@ -41,7 +41,8 @@ def version_table(requirements: list[Requirement] | None = None) -> list[dict]:
 def version_problem(requirement: Requirement, installed: str | None) -> str | None:
     "What is wrong with version `installed` for `requirement`, as one sentence saying what to do; None when it fits."
     wanted = f"{requirement.name}{requirement.specifier}"
-    if installed is None: return f"{requirement.name} is not installed: course_lib needs {wanted} (pip install '{wanted}')."
+    if installed is None:
+        return f"{requirement.name} is not installed: course_lib needs {wanted} (pip install '{wanted}')."
     if requirement.specifier.contains(installed, prereleases=True): return None
     return (f"{requirement.name} {installed} is outside the range course_lib is tested with ({requirement.specifier}): "
             f"pip install -U '{wanted}', then restart the kernel.")
@@ -70,8 +71,8 @@ def version_problems(requirements: list[Requirement] | None = None, version_of=i
     problems = []
     for requirement in declared_requirements() if requirements is None else requirements:
         installed = version_of(requirement.name)
-        problem = version_problem(requirement, installed) or stale_problem(requirement.name, loaded_of(requirement.name),
-                                                                            installed)
+        problem = (version_problem(requirement, installed)
+                   or stale_problem(requirement.name, loaded_of(requirement.name), installed))
         if problem: problems.append(problem)
     return problems
 

@@ -34,7 +34,8 @@ def explorer_controls(prompt: str, negative_prompt: str, guidance_scale: float, 
                 negative=widgets.Text(negative_prompt, description="negative", placeholder="(empty)", **text),
                 guidance=widgets.FloatSlider(guidance_scale, description="guidance", continuous_update=False,
                                              **GUIDANCE_RANGE),
-                seed=widgets.BoundedIntText(seed, description="seed", layout=widgets.Layout(width="220px"), **SEED_RANGE),
+                seed=widgets.BoundedIntText(seed, description="seed", layout=widgets.Layout(width="220px"),
+                                            **SEED_RANGE),
                 new_seed=widgets.Button(description="new seed", icon="random"),
                 steps=widgets.IntSlider(num_inference_steps, min=1, max=max_steps, description="steps",
                                         continuous_update=False),
@@ -69,35 +70,37 @@ class GuidanceExplorer:
                                           max_steps, keep)
         self.image, self.image_size = image_widget(width=image_size), image_size
         self.progress = widgets.IntProgress(0, min=0, max=num_inference_steps, description="", bar_style="info")
-        self.status = widgets.HTML(layout=widgets.Layout(width=f"{image_size}px"))  # a long warning wraps under the image
+        self.status = widgets.HTML(layout=widgets.Layout(width=f"{image_size}px"))  # a long warning wraps under it
         self.history_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
         self.caption, self.history, self.embedding_cache = "", [], {}
-        self.draws, self.encodes, self.last_error = 0, 0, None
-        self.seed_rng = random.Random(seed)
+        self.draws, self.encodes, self.last_error, self.seed_rng = 0, 0, None, random.Random(seed)
         self.panel = self.layout()
-        for widget, name in ((self.panel, "panel"), (self.status, "status"), (self.history_box, "history")):
-            widget.add_class(f"course-explorer-{name}")  # names a browser test (or your CSS) can find
         self.connect()
         if draw: self.draw()
 
 # %% ../nbs/04b_widgets.ipynb #1eaa3421
 @patch
-def _repr_mimebundle_(self: GuidanceExplorer, **kwargs):  # IPython's display protocol, answered as ipywidgets' own widgets do
+def _repr_mimebundle_(self: GuidanceExplorer, **kwargs):  # IPython's display protocol, as ipywidgets' widgets answer it
     "The live panel where a front end renders widgets; one line of text where none can (a terminal, a headless run)."
     view = {"version_major": 2, "version_minor": 0, "model_id": self.panel.model_id}  # ipywidgets 8's view spec
-    text = f"GuidanceExplorer ({self.caption or 'no image yet'}): a live panel in JupyterLab or Colab; .snapshot() draws it"
+    text = (f"GuidanceExplorer ({self.caption or 'no image yet'}): a live panel in JupyterLab or Colab; "
+            ".snapshot() draws it")
     return {"application/vnd.jupyter.widget-view+json": view, "text/plain": text}
 
 # %% ../nbs/04b_widgets.ipynb #2734ecb5
 @patch
 def layout(self: GuidanceExplorer) -> widgets.VBox:
-    "The whole panel as one widget."
+    "The whole panel as one widget, its parts named by CSS classes."
     c = self.controls
     left = widgets.VBox([c["prompt"], c["negative"], c["guidance"], widgets.HBox([c["seed"], c["new_seed"]]),
                          c["steps"], c["keep"]], layout=widgets.Layout(flex="1 1 auto", min_width="360px"))
-    right = widgets.VBox([self.image, self.progress, self.status], layout=widgets.Layout(flex="0 0 auto", width=f"{self.image_size + 16}px"))
+    right = widgets.VBox([self.image, self.progress, self.status],
+                         layout=widgets.Layout(flex="0 0 auto", width=f"{self.image_size + 16}px"))
     earlier = widgets.HTML("<b>earlier images</b> (newest first)")
-    return widgets.VBox([widgets.HTML(PIXELATED_CSS), widgets.HBox([left, right]), earlier, self.history_box])
+    panel = widgets.VBox([widgets.HTML(PIXELATED_CSS), widgets.HBox([left, right]), earlier, self.history_box])
+    for widget, name in ((panel, "panel"), (self.status, "status"), (self.history_box, "history")):
+        widget.add_class(f"course-explorer-{name}")  # names a browser test (or your CSS) can find
+    return panel
 
 # %% ../nbs/04b_widgets.ipynb #24402cb3
 PICTURE_CONTROLS = ("prompt", "negative", "guidance", "seed", "steps")
@@ -111,11 +114,12 @@ def connect(self: GuidanceExplorer):
 
 @patch
 def changed(self: GuidanceExplorer, change: dict):
-    "Redraw for a new value. A slider moved by less than half its step has not moved: clicking a handle without dragging it makes the browser send back 8.500000000000002 for 8.5."
+    "Redraw for a new value, unless a slider moved by less than half its step (a click on its handle, not a move)."
     step = getattr(change["owner"], "step", None)
     if isinstance(step, float) and abs(change["new"] - change["old"]) < step / 2: return
     self.draw()
 
+# %% ../nbs/04b_widgets.ipynb #6b17929b
 @patch
 def new_seed(self: GuidanceExplorer) -> int:
     "Put a fresh seed (from a generator seeded by the first seed) in the seed box, which redraws."
@@ -136,7 +140,8 @@ def settings(self: GuidanceExplorer) -> dict:
 @patch
 def describe(self: GuidanceExplorer, settings: dict) -> str:
     "A short label for an image: scale, seed and steps."
-    return f"guidance {settings['guidance_scale']:g} · seed {settings['seed']} · {settings['num_inference_steps']} steps"
+    guidance, seed, steps = settings["guidance_scale"], settings["seed"], settings["num_inference_steps"]
+    return f"guidance {guidance:g} · seed {seed} · {steps} steps"
 
 # %% ../nbs/04b_widgets.ipynb #88d95641
 @patch
@@ -171,12 +176,23 @@ def show_history(self: GuidanceExplorer):
 
 # %% ../nbs/04b_widgets.ipynb #7e0a8b5f
 @patch
+def show_new_image(self: GuidanceExplorer, image, settings: dict, seconds: float, warned=(), compiled: bool = False):
+    "Show `image`, the previous one moved into the history; the status line says its settings, time and `warned`."
+    if self.image.value: self.history.insert(0, (self.image.value, self.caption))
+    self.image.value, self.caption, self.draws = png_bytes(image), self.describe(settings), self.draws + 1
+    notes = "".join(f"<br><span style='color:#a15c00'>{html.escape(str(w.message))}</span>" for w in warned)
+    first = " (the first: it included compiling)" if compiled else ""
+    self.status.value = f"{self.caption}<br>{seconds:.2f} s per image{first}{notes}"
+    self.show_history()
+
+# %% ../nbs/04b_widgets.ipynb #98faffb0
+@patch
 def draw(self: GuidanceExplorer):
     "Recompute the image from the controls; show the time taken, or the error, in the status line."
     settings = self.settings()
     compiling = self.fast and self.draws == 0 and self.parts["unet"].device.type == "cuda"
-    self.status.value = "computing…" + (" the first image compiles the UNet for this GPU (about a minute, once)" if compiling else "")
-    self.progress.value, start = 0, time.perf_counter()
+    wait = " the first image compiles the UNet for this GPU (about a minute, once)" if compiling else ""
+    self.status.value, self.progress.value, start = "computing…" + wait, 0, time.perf_counter()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -185,13 +201,8 @@ def draw(self: GuidanceExplorer):
         self.last_error = error
         self.status.value = f"<span style='color:#b00020'>⚠ {html.escape(f'{type(error).__name__}: {error}')}</span>"
         return
-    self.last_error, seconds = None, time.perf_counter() - start
-    if self.image.value: self.history.insert(0, (self.image.value, self.caption))
-    self.image.value, self.caption, self.draws = png_bytes(image), self.describe(settings), self.draws + 1
-    notes = "".join(f"<br><span style='color:#a15c00'>{html.escape(str(w.message))}</span>" for w in caught)
-    first = " (the first: it included compiling)" if compiling else ""
-    self.status.value = f"{self.caption}<br>{seconds:.2f} s per image{first}{notes}"
-    self.show_history()
+    self.last_error = None
+    self.show_new_image(image, settings, time.perf_counter() - start, caught, compiling)
 
 # %% ../nbs/04b_widgets.ipynb #9c75838a
 def guidance_explorer(pipe_or_components, prompt: str = "a photograph of an astronaut riding a horse",

@@ -34,7 +34,8 @@ def offline_hub(monkeypatch):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--run-slow", action="store_true", help="also run the tests marked slow (CI does: COURSE_RUN_SLOW_TESTS=1)")
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run the tests marked slow (CI does: COURSE_RUN_SLOW_TESTS=1)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,8 +1,8 @@
 """The live panel of 04b in a real browser, and the docs site's figures: headless Chromium driven by Playwright.
 
 Run alone with `pytest -m browser`. Needs Chromium (`apt-get install chromium`; `.ci/run` installs it) and, for the
-docs test, the site (`make docs`). Screenshots go to output/browser/, with `steps-<test>.json`: each step, the seconds it
-took and the seconds it was allowed. A failure names its step and how long it waited, and leaves its evidence there:
+docs test, the site (`make docs`). Screenshots go to output/browser/, with `steps-<test>.json`: each step, the seconds
+it took and the seconds it was allowed. A failure names its step and how long it waited, and leaves its evidence there:
 `failed-<test>.png` (the page), `failed-<test>.html` (its DOM), `failed-<test>-console.txt` (the browser's console) and
 `failed-<test>-jupyterlab.log` (the JupyterLab server's log, with the kernel's own output).
 """
@@ -67,16 +67,20 @@ def lab(tmp_path_factory):
     news.parent.mkdir(parents=True); news.write_text(json.dumps({"fetchNews": "false"}))  # no "get notified?" toast
     notebook = state / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
     notebook.parent.mkdir(parents=True)
-    # windowingMode none: every cell in the DOM. autoStartDefaultKernel: JupyterLab 4 otherwise asks "Select Kernel" when
-    # the notebook opens before the kernel specs have loaded, and Run All then waits behind that dialog (the failures of
-    # 2 in 9 runs: found by this test's failure screenshot)
+    # windowingMode none: every cell in the DOM. autoStartDefaultKernel: JupyterLab 4 otherwise asks "Select Kernel"
+    # when the notebook opens before the kernel specs have loaded, and Run All then waits behind that dialog (the
+    # failures of 2 in 9 runs: found by this test's failure screenshot)
     notebook.write_text(json.dumps({"windowingMode": "none", "autoStartDefaultKernel": True}))
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # the kernel: this Python
-                        "COURSE_DATA_SOURCE": "offline", "HF_HUB_OFFLINE": "1", "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
-                        "JUPYTERLAB_SETTINGS_DIR": str(state / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces")}
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"] + (["--allow-root"] if os.geteuid() == 0 else [])
+    # PATH: the kernel is this Python
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                        "COURSE_DATA_SOURCE": "offline", "HF_HUB_OFFLINE": "1",
+                        "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
+                        "JUPYTERLAB_SETTINGS_DIR": str(state / "settings"),
+                        "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces")}
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+               f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+               "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    command += ["--allow-root"] if os.geteuid() == 0 else []
     log = open(state / "jupyterlab.log", "w")
     SERVER_LOGS.append(state / "jupyterlab.log")
     server = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
@@ -93,12 +97,14 @@ def lab(tmp_path_factory):
 
 
 KERNEL_READY = """() => !document.querySelector('.jp-Dialog') &&
-    [...document.querySelectorAll('.jp-Toolbar-kernelName, .jp-KernelName')].some(e => e.textContent.includes('Python')) &&
+    [...document.querySelectorAll('.jp-Toolbar-kernelName, .jp-KernelName')]
+        .some(e => e.textContent.includes('Python')) &&
     !!document.querySelector(".jp-Notebook-ExecutionIndicator[data-status='idle']")"""
 
 
 def kernel_ready(page, step, timeout_s: float = 120):
-    "Wait until the notebook's kernel is started, connected and idle; answer a 'Select Kernel' dialog as a learner would."
+    """Wait until the notebook's kernel is started, connected and idle; answer a 'Select Kernel' dialog as a learner
+    would."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if page.evaluate(KERNEL_READY): return
@@ -111,8 +117,8 @@ def kernel_ready(page, step, timeout_s: float = 120):
 
 
 def run_all(page):
-    """Run > Run All Cells from JupyterLab's menu bar, once. (Clicking it again when the first click seemed slow to start
-    the kernel queued every cell twice: a second panel replaced the first under the test's hands.)"""
+    """Run > Run All Cells from JupyterLab's menu bar, once. (Clicking it again when the first click seemed slow to
+    start the kernel queued every cell twice: a second panel replaced the first under the test's hands.)"""
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     item = page.locator(".lm-Menu-item[data-command='runmenu:run-all']")
     item.wait_for(state="visible", timeout=10_000)
@@ -142,7 +148,8 @@ def wait_for_redraw(page, panel, before: bytes, history: int):
 
 @pytest.fixture
 def page(browser, request):
-    "A new page; if the test fails, what it showed, its DOM, the console and the server's log are saved to output/browser/."
+    """A new page; if the test fails, what it showed, its DOM, the console and the server's log are saved to
+    output/browser/."""
     page, console = browser.new_page(viewport={"width": 1400, "height": 1000}), []
     page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
     yield page
@@ -167,18 +174,22 @@ def test_live_panel_redraws_for_slider_seed_and_new_seed(page, lab):
         kernel_ready(page, step)
     with step("Run All Cells", 10): run_all(page)
     with step("the first cell runs", 60):
-        page.wait_for_function("() => [...document.querySelectorAll('.jp-InputArea-prompt')].some(e => /\\[(\\d+|\\*)\\]/.test(e.textContent))",
-                               timeout=60_000)
+        page.wait_for_function("() => [...document.querySelectorAll('.jp-InputArea-prompt')]"
+                               ".some(e => /\\[(\\d+|\\*)\\]/.test(e.textContent))", timeout=60_000)
     panel = page.locator(".course-explorer-panel")
-    # The limits below are for a loaded machine, not a speed test: alone these steps take 10-25 s and 6-7 s; with a whole
-    # `nbdev-test` running beside it on 2 cores, "every cell has run" once took more than 180 s (the tests' own renders).
+    # The limits below are for a loaded machine, not a speed test: alone these steps take 10-25 s and 6-7 s; with a
+    # whole `nbdev-test` running beside it on 2 cores, "every cell has run" once took more than 180 s (the tests' own
+    # renders).
     with step("the panel shows its first image", 600):  # a cold machine imports torch and diffusers first
         panel.locator("img").first.wait_for(timeout=600_000)
     with step("every cell has run", 600):
-        page.wait_for_function("() => { const p = [...document.querySelectorAll('.jp-InputArea-prompt')].map(e => e.textContent);"
-                               " return p.some(t => /\\[\\d+\\]/.test(t)) && !p.some(t => t.includes('*')); }", timeout=600_000)
+        page.wait_for_function("() => { const p = [...document.querySelectorAll('.jp-InputArea-prompt')]"
+                               ".map(e => e.textContent);"
+                               " return p.some(t => /\\[\\d+\\]/.test(t)) && !p.some(t => t.includes('*')); }",
+                               timeout=600_000)
     with step("no error in any output, one panel as the notebook made it", 5):
-        stderr = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+        stderr_outputs = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+        stderr = page.locator(stderr_outputs).all_inner_texts()
         assert not [e for e in stderr if "Traceback" in e or "Error" in e or "torchvision" in e], stderr
         panel.scroll_into_view_if_needed()
         assert panel.count() == 1  # only the learner's panel is displayed; the tests' own is not

@@ -44,11 +44,13 @@ def test_fast_batches_equal_the_original_transform(fashion):
 def test_presets_build_the_documented_unets():
     count = lambda m: sum(p.numel() for p in m.parameters())
     from diffusers import UNet2DModel
+    # the original chapter's model, diffusers' default blocks
     original = UNet2DModel(in_channels=1, out_channels=1, sample_size=32, block_out_channels=(32, 64, 128, 256),
-                           norm_num_groups=8, num_class_embeds=10)  # the original chapter's model, diffusers' default blocks
+                           norm_num_groups=8, num_class_embeds=10)
     gpu = make_class_unet("gpu", num_class_embeds=10)
     assert count(gpu) == count(original) and 15.8e6 < count(gpu) < 16e6
-    assert gpu.config.down_block_types == original.config.down_block_types and gpu.config.up_block_types == original.config.up_block_types
+    assert gpu.config.down_block_types == original.config.down_block_types
+    assert gpu.config.up_block_types == original.config.up_block_types
     cpu = make_class_unet("cpu")
     assert 1.0e6 < count(cpu) < 1.2e6 and cpu.config.num_class_embeds == NULL_CLASS + 1
     assert cpu.config.down_block_types[-1] == "AttnDownBlock2D" and cpu.config.up_block_types[0] == "AttnUpBlock2D"
@@ -72,7 +74,8 @@ def test_resumed_training_equals_an_uninterrupted_run(fashion, trained_smoke, tm
     assert record["step"] == record["total_steps"] == 8 and len(record["losses"]) == 8
     checkpoint = tmp_path / "run.safetensors"
     interrupted = make_class_unet("smoke")
-    first = train_class_conditioned(interrupted, *fashion, "smoke", checkpoint=checkpoint, max_steps=3, progress=False, device="cpu")
+    first = train_class_conditioned(interrupted, *fashion, "smoke", checkpoint=checkpoint, max_steps=3, progress=False,
+                                    device="cpu")
     assert first["step"] == 3 and checkpoint.exists()
     fresh = make_class_unet("smoke", seed=99)  # different initial weights: everything must come from the checkpoint
     resumed = train_class_conditioned(fresh, *fashion, "smoke", checkpoint=checkpoint, progress=False, device="cpu")
@@ -84,7 +87,8 @@ def test_resumed_training_equals_an_uninterrupted_run(fashion, trained_smoke, tm
     assert ("class UNet", "trained here (smoke preset, 8 steps)") in SOURCES_USED  # what the summary of a run lists
     assert ("test UNet", "trained earlier here (smoke preset, loaded from run.safetensors)") in SOURCES_USED
     with pytest.raises(ValueError, match="`checkpoint` .* was written by another run"):
-        train_class_conditioned(make_class_unet("smoke"), *fashion, "smoke", checkpoint=checkpoint, batch_size=32, progress=False)
+        train_class_conditioned(make_class_unet("smoke"), *fashion, "smoke", checkpoint=checkpoint, batch_size=32,
+                                progress=False)
 
 
 def test_training_learns_something(fashion, trained_smoke):
@@ -110,13 +114,15 @@ def test_class_unet_checkpoints_load_without_their_preset(trained_smoke, fashion
     assert state == {"step": 8} and not loaded.training
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
     cached = checkpoint_path("smoke", *fashion, cache_dir=tmp_path)
-    assert cached.parent == tmp_path / "models" and cached.name.startswith("class-unet-smoke-v") and cached.suffix == ".safetensors"
+    assert cached.parent == tmp_path / "models"
+    assert cached.name.startswith("class-unet-smoke-v") and cached.suffix == ".safetensors"
     assert cached != checkpoint_path("smoke", *fashion, cache_dir=tmp_path, epochs=2)
 
 
 def test_generate_is_seeded_and_in_range(trained_smoke):
     model, _ = trained_smoke
-    sample = lambda seed, **kw: generate_from_class(model, make_scheduler("ddpm"), [1, 7], n_samples=3, num_inference_steps=5,
+    sample = lambda seed, **kw: generate_from_class(model, make_scheduler("ddpm"), [1, 7], n_samples=3,
+                                                    num_inference_steps=5,
                                                     generator=torch.Generator().manual_seed(seed), progress=False, **kw)
     a = sample(0)
     assert a.shape == (6, 1, 32, 32) and 0 <= a.min() and a.max() <= 1
@@ -149,9 +155,11 @@ def test_guidance_combines_the_two_predictions_like_the_formula(trained_smoke):
     (dict(class_label=10), "`class_label` must be an int 0-9"), (dict(class_label=[1, -1]), "`class_label`"),
     (dict(class_label=True), "`class_label`"), (dict(class_label=[]), "`class_label`"),
     (dict(guidance_scale=-0.5), "`guidance_scale` must be a finite number >= 0"),
-    (dict(guidance_scale=math.nan), "`guidance_scale` must be"), (dict(guidance_scale=math.inf), "`guidance_scale` must be"),
+    (dict(guidance_scale=math.nan), "`guidance_scale` must be"),
+    (dict(guidance_scale=math.inf), "`guidance_scale` must be"),
     (dict(num_inference_steps=0), "`num_inference_steps` must be an int from 1 to 1000"),
-    (dict(num_inference_steps=1001), "`num_inference_steps`"), (dict(n_samples=0), "`n_samples` must be a positive int"),
+    (dict(num_inference_steps=1001), "`num_inference_steps`"),
+    (dict(n_samples=0), "`n_samples` must be a positive int"),
     (dict(mixed_precision="fp16"), "`mixed_precision` must be one of")])
 def test_generate_rejects_bad_input(trained_smoke, kwargs, message):
     model, _ = trained_smoke
@@ -163,7 +171,8 @@ def test_generate_needs_class_embeddings_and_a_null_label():
     from diffusers import UNet2DModel
     plain = UNet2DModel(sample_size=32, in_channels=1, out_channels=1, block_out_channels=(8, 8), norm_num_groups=8,
                         down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
-    with pytest.raises(ValueError, match="`model` has no class embeddings"): generate_from_class(plain, make_scheduler(), 3)
+    with pytest.raises(ValueError, match="`model` has no class embeddings"):
+        generate_from_class(plain, make_scheduler(), 3)
     no_null = make_class_unet("smoke", num_class_embeds=10)
     with pytest.raises(ValueError, match="`guidance_scale`=3.0 needs a model trained with the 'no class' label 10"):
         generate_from_class(no_null, make_scheduler(), 3, guidance_scale=3.0)

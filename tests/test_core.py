@@ -84,7 +84,8 @@ def test_show_images_titles_and_layout():
     fig = show_images(torch.rand(5, 1, 8, 8), titles=list("abcde"), ncols=3)
     assert len(fig.axes) == 6 and [ax.get_title() for ax in fig.axes[:5]] == list("abcde")
     assert fig.axes[0].images[0].get_array().shape == (8, 8)
-    with pytest.raises(ValueError, match="`titles` has 2 entries for 5 images"): show_images(torch.rand(5, 8, 8), titles="ab")
+    with pytest.raises(ValueError, match="`titles` has 2 entries for 5 images"):
+        show_images(torch.rand(5, 8, 8), titles="ab")
 
 
 # --- the Hub ---------------------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ def test_read_idx_raw_and_gz(tmp_path):
     array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     (tmp_path / "a.idx").write_bytes(idx_bytes(array))
     (tmp_path / "a.idx.gz").write_bytes(gzip.compress(idx_bytes(array)))
-    assert np.array_equal(read_idx(tmp_path / "a.idx"), array) and np.array_equal(read_idx(tmp_path / "a.idx.gz"), array)
+    assert np.array_equal(read_idx(tmp_path / "a.idx"), array)
+    assert np.array_equal(read_idx(tmp_path / "a.idx.gz"), array)
     ints = struct.pack(">BBBBI", 0, 0, 0x0C, 1, 2) + struct.pack(">2i", -5, 70000)  # big-endian int32
     (tmp_path / "i.idx").write_bytes(ints)
     assert read_idx(tmp_path / "i.idx").tolist() == [-5, 70000]
@@ -100,13 +101,15 @@ def test_official_names_with_other_contents_are_rejected(tmp_path):
 
 def test_hub_source_fails_fast_offline(offline_hub):
     start = time.perf_counter()
-    with pytest.raises(ConnectionError, match="zalando-datasets/fashion_mnist.*\n.*source='local'.*source='offline'.*COURSE_DATA_SOURCE"):
+    with pytest.raises(ConnectionError, match="zalando-datasets/fashion_mnist.*\n"
+                                              ".*source='local'.*source='offline'.*COURSE_DATA_SOURCE"):
         load_fashion_mnist("test", source="hub")
     assert time.perf_counter() - start <= 2.0
 
 
 def test_hub_source_casts_the_hub_class_names(tmp_path):
-    hub_names = ["T - shirt / top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    hub_names = ["T - shirt / top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"]
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=hub_names)})
     images = [np.full((28, 28), i, np.uint8) for i in range(4)]
     copy = datasets.Dataset.from_dict({"image": images, "label": [0, 3, 7, 9]}, features=features)
@@ -178,7 +181,8 @@ def test_the_grayscale_set_keeps_its_pixels_and_reveals_its_attributes():
     import hashlib
     images, labels, attributes = draw_fashion(2000, seed=(0, 0), with_attributes=True)
     digest = hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()
-    assert digest == "c2b58d36dfb6db24f5ceb2238b860de4a30a57818c74d105573fad027ece44c7"  # as drawn before attributes existed
+    # as drawn before attributes existed
+    assert digest == "c2b58d36dfb6db24f5ceb2238b860de4a30a57818c74d105573fad027ece44c7"
     assert sorted(attributes) == ["brightness", "pattern", "size"] and all(len(v) == 2000 for v in attributes.values())
     assert set(attributes["pattern"].tolist()) == set(range(len(PATTERNS))) and 0.3 <= attributes["brightness"].min()
     assert torch.equal(draw_fashion(2000, seed=(0, 0))[0], images)
@@ -199,7 +203,8 @@ def test_colour_garments_are_measured_as_drawn_and_captioned_truly():
         assert [c for c in PALETTE if f" {c} " in words] in ([], [list(PALETTE)[colour]]), caption
         assert any(f" {noun} " in words for noun in CLASS_NOUNS[label]), caption
         said = {p for p, names in enumerate(PATTERN_WORDS) if any(f" {n} " in words for n in names)}
-        assert said <= {int(pattern)} | ({1, 2} if pattern in (1, 2) else set()), caption  # "striped" fits either stripes
+        # "striped" fits either stripes
+        assert said <= {int(pattern)} | ({1, 2} if pattern in (1, 2) else set()), caption
         assert caption.split()[0] in ("an", "here", "my") and " a a" not in caption and " a o" not in caption
 
 

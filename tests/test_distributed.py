@@ -1,5 +1,6 @@
-"""The course's one trainer on two processes under `accelerate launch` (the CPU and the gloo backend here; the same command
-runs on two GPUs with NCCL): each process trains on its own share of every batch, the copies stay equal, one saves."""
+"""The course's one trainer on two processes under `accelerate launch` (the CPU and the gloo backend here; the same
+command runs on two GPUs with NCCL): each process trains on its own share of every batch, the copies stay equal, one
+saves."""
 import json, os, socket, subprocess, sys, textwrap
 
 import pytest
@@ -21,8 +22,8 @@ def free_port() -> int:
 
 def accelerate_launch(*args, cwd) -> subprocess.CompletedProcess:
     "`accelerate launch` on 2 processes, as the README shows it, on a free port; fails with the launcher's output."
-    command = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    command = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--multi_gpu",
+               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(free_port()), *map(str, args)]
     env = os.environ | {"COURSE_DATA_SOURCE": "offline", "COURSE_DEVICE": "cpu"}
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -42,10 +43,11 @@ SHARES = textwrap.dedent('''
         seen.append(batch[1].tolist())  # the indices of the images this process trains on at this step
         return (model(batch[0].mean((1, 2, 3))[:, None]) - 1).pow(2).mean()
     images = torch.arange(96, dtype=torch.uint8)[:, None, None].expand(96, 28, 28).contiguous()
-    run = dict(epochs=1, steps_per_epoch=3, batch_size=32, learning_rate=0.1, lr_schedule="constant", mixed_precision="no")
+    run = dict(epochs=1, steps_per_epoch=3, batch_size=32, learning_rate=0.1, lr_schedule="constant",
+               mixed_precision="no")
     record = train(model, loss, epoch_batches(images, torch.arange(96), 32), run, device="cpu", progress=False)
-    json.dump({"seen": seen, "steps": record["step"], "start": start, "weight": model.weight.item(), "bias": model.bias.item()},
-              open(sys.argv[1].format(rank=state.process_index), "w"))
+    json.dump({"seen": seen, "steps": record["step"], "start": start, "weight": model.weight.item(),
+               "bias": model.bias.item()}, open(sys.argv[1].format(rank=state.process_index), "w"))
 ''')
 
 
@@ -53,7 +55,8 @@ def test_each_process_trains_on_its_own_share_of_every_batch(tmp_path):
     (tmp_path / "shares.py").write_text(SHARES)
     accelerate_launch("shares.py", tmp_path / "rank{rank}.json", cwd=tmp_path)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    whole = [batch[1].tolist() for batch in epoch_batches(torch.zeros(96, 28, 28, dtype=torch.uint8), torch.arange(96), 32)(0)]
+    batches = epoch_batches(torch.zeros(96, 28, 28, dtype=torch.uint8), torch.arange(96), 32)
+    whole = [batch[1].tolist() for batch in batches(0)]
     assert [r["steps"] for r in ranks] == [3, 3]
     for step, batch in enumerate(whole):  # what one process would train on at this step, split between the two
         mine, theirs = ranks[0]["seen"][step], ranks[1]["seen"][step]
@@ -67,12 +70,15 @@ def test_two_processes_train_chapter_1s_unet_one_saves_and_it_samples(tmp_path):
                              "--record", tmp_path / "rank{rank}.json", cwd=tmp_path)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [(r["rank"], r["processes"], r["saved"]) for r in ranks] == [(0, 2, True), (1, 2, False)]
-    assert ranks[0]["steps"] == ranks[1]["steps"] == 8 == len(ranks[0]["losses"]) == len(ranks[1]["losses"])  # smoke: 512/64
+    # 8 steps (smoke: 512/64)
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 8 == len(ranks[0]["losses"]) == len(ranks[1]["losses"])
     assert ranks[0]["losses"] != ranks[1]["losses"]  # each its own half of the batch and its own noise
     assert ranks[1]["losses"][-1] < ranks[1]["losses"][0] and ranks[0]["losses"][-1] < ranks[0]["losses"][0]
-    assert sorted(p.name for p in (tmp_path / "unet").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
-    assert done.stdout.count("Fashion-MNIST train") + done.stderr.count("Fashion-MNIST train") == 1  # the main process speaks
+    assert sorted(p.name for p in (tmp_path / "unet").iterdir()) == ["config.json",
+                                                                     "diffusion_pytorch_model.safetensors"]
+    # the main process speaks
+    assert done.stdout.count("Fashion-MNIST train") + done.stderr.count("Fashion-MNIST train") == 1
     unet = UNet2DModel.from_pretrained(tmp_path / "unet")
-    images = generate_from_class(unet, make_scheduler("ddim"), [0, 9], 2, guidance_scale=3, num_inference_steps=4, progress=False,
-                                 generator=torch.Generator().manual_seed(0))
+    images = generate_from_class(unet, make_scheduler("ddim"), [0, 9], 2, guidance_scale=3, num_inference_steps=4,
+                                 progress=False, generator=torch.Generator().manual_seed(0))
     assert images.shape == (4, 1, 32, 32) and torch.isfinite(images).all() and 0 <= images.min() and images.max() <= 1

@@ -42,8 +42,10 @@ def test_the_judge_is_cached_per_dataset(split, tmp_path):
 
 
 def test_classifier_inputs_are_checked(judge):
-    with pytest.raises(ValueError, match=r"`images` must be in \[0, 1\]"): class_accuracy(judge, -torch.ones(2, 1, 32, 32), [0, 1])
-    with pytest.raises(ValueError, match="`images` must be N×1×32×32"): class_accuracy(judge, torch.zeros(2, 28, 28), [0, 1])
+    with pytest.raises(ValueError, match=r"`images` must be in \[0, 1\]"):
+        class_accuracy(judge, -torch.ones(2, 1, 32, 32), [0, 1])
+    with pytest.raises(ValueError, match="`images` must be N×1×32×32"):
+        class_accuracy(judge, torch.zeros(2, 28, 28), [0, 1])
 
 
 def test_frechet_distance_matches_closed_forms():
@@ -79,7 +81,9 @@ def test_committed_guidance_sweep_ships_and_is_the_bench_result():
     from pathlib import Path
     from course_lib.evaluation import committed_guidance_sweep
     table, facts = committed_guidance_sweep()
-    committed = json.loads((Path(__file__).resolve().parent.parent / "bench" / "results" / "class_guidance.json").read_text())
-    assert table.to_dict(orient="list") == committed["table"] and facts["command"].endswith("--shipped --out bench/results")
+    results = Path(__file__).resolve().parent.parent / "bench" / "results"
+    committed = json.loads((results / "class_guidance.json").read_text())
+    assert table.to_dict(orient="list") == committed["table"]
+    assert facts["command"].endswith("--shipped --out bench/results")
     assert list(table["guidance scale"]) == [0, 1, 2, 3, 5, 7.5] and set(table["samples"]) == {200}
     assert facts["figures"]["class accuracy at guidance 3"] == f"{table['class accuracy'][3]:.1%}"

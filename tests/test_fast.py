@@ -1,4 +1,5 @@
-"The fast path (course_lib.fast) on the CPU: the same outputs as the plain path, the same code as on a GPU minus the compiler."
+"""The fast path (course_lib.fast) on the CPU: the same outputs as the plain path, the same code as on a GPU minus the
+compiler."""
 import hashlib, json, os, subprocess, sys
 from pathlib import Path
 from unittest import mock
@@ -45,8 +46,8 @@ def test_generate_fast_path_gives_the_plain_pixels(pipe, scheduler, guidance):
 
 def test_generate_from_class_fast_path():
     model, ddim = make_class_unet("smoke"), make_scheduler("ddim")
-    sample = lambda **kw: generate_from_class(model, ddim, [1, 8], 3, guidance_scale=3, num_inference_steps=4, progress=False,
-                                              generator=torch.Generator().manual_seed(1), **kw)
+    sample = lambda **kw: generate_from_class(model, ddim, [1, 8], 3, guidance_scale=3, num_inference_steps=4,
+                                              progress=False, generator=torch.Generator().manual_seed(1), **kw)
     plain = sample(fast=False)
     torch.testing.assert_close(sample(fast=True), plain, atol=1e-4, rtol=0)
     bf16 = sample(fast=True, mixed_precision="bf16")  # bf16 weights, not autocast
@@ -67,7 +68,8 @@ def test_fast_inference_is_made_once_and_follows_the_model():
 
 
 def test_inputs_and_outputs_of_the_fast_version():
-    assert to_runner(torch.tensor([1, 2]), "cpu", torch.bfloat16).dtype == torch.int64  # ids and timesteps keep their type
+    # ids and timesteps keep their type
+    assert to_runner(torch.tensor([1, 2]), "cpu", torch.bfloat16).dtype == torch.int64
     assert to_runner(torch.ones(2), "cpu", torch.bfloat16).dtype == torch.bfloat16
     assert to_runner(3, "cpu", torch.bfloat16) == 3
     x = torch.ones(3)
@@ -77,7 +79,8 @@ def test_inputs_and_outputs_of_the_fast_version():
 
 
 def test_unets_trace_as_one_graph(pipe):
-    "What mode='reduce-overhead', fullgraph=True needs: dynamo traces each UNet whole, with no graph break (backend 'eager': no compiler)."
+    """What mode='reduce-overhead', fullgraph=True needs: dynamo traces each UNet whole, with no graph break (backend
+    'eager': no compiler)."""
     unet = pipe.unet.eval()
     latents, text = torch.randn(2, 4, 8, 8), torch.randn(2, 77, unet.config.cross_attention_dim)
     traced = torch.compile(unet, backend="eager", fullgraph=True)
@@ -88,13 +91,14 @@ def test_unets_trace_as_one_graph(pipe):
     x, labels = torch.randn(4, 1, 32, 32), torch.tensor([0, 1, 10, 3])
     traced = torch.compile(model, backend="eager", fullgraph=True)
     with torch.no_grad():
-        torch.testing.assert_close(traced(x, torch.tensor(5), class_labels=labels).sample, model(x, torch.tensor(5), class_labels=labels).sample)
+        torch.testing.assert_close(traced(x, torch.tensor(5), class_labels=labels).sample,
+                                   model(x, torch.tensor(5), class_labels=labels).sample)
 
 
 def test_training_fast_path_keeps_every_loss():
     images, labels = draw_fashion(64 * 6, seed=0)
-    run = lambda fast: train_class_conditioned(make_class_unet("smoke"), images, labels, "smoke", progress=False, fast=fast,
-                                               mixed_precision="no")
+    run = lambda fast: train_class_conditioned(make_class_unet("smoke"), images, labels, "smoke", progress=False,
+                                               fast=fast, mixed_precision="no")
     plain, fast = run(False), run(True)
     assert plain["step"] == fast["step"] == len(fast["losses"]) == 6  # read in one go at the end, one loss per step
     torch.testing.assert_close(torch.tensor(fast["losses"]), torch.tensor(plain["losses"]), atol=1e-5, rtol=1e-5)
@@ -106,7 +110,8 @@ def test_compiled_for_training_is_made_once():
 
 
 def refusing_compile(real_compile):
-    "torch.compile whose backend refuses every graph, as Triton refuses a GPU it cannot build for (the failure forced on a CPU)."
+    """torch.compile whose backend refuses every graph, as Triton refuses a GPU it cannot build for (the failure forced
+    on a CPU)."""
     def refuse(graph, example_inputs): raise RuntimeError("forced: no Triton for this GPU")
     return lambda model, mode=None, **options: real_compile(model, backend=refuse, **options)
 
@@ -114,25 +119,29 @@ def refusing_compile(real_compile):
 def test_fast_inference_falls_back_to_the_plain_path_said_once(monkeypatch, capsys):
     monkeypatch.setattr(torch, "compile", refusing_compile(torch.compile))
     SAID.clear()
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(4, 1, 3, padding=1)).eval()
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.SiLU(),
+                                torch.nn.Conv2d(4, 1, 3, padding=1)).eval()
     fast, x = FastInference(model, compile=True), torch.randn(2, 1, 8, 8)
     assert fast.compiled and isinstance(fast.call, PlainPathFallback)
     with torch.no_grad(): outputs, expected = [fast(x) for _ in range(3)], model(x)
     for output in outputs: torch.testing.assert_close(output, expected)
     said = capsys.readouterr().err.splitlines()
-    assert len(said) == 1 and said[0].startswith("The fast path could not compile the Sequential (BackendCompilerFailed"), said
+    assert len(said) == 1, said
+    assert said[0].startswith("The fast path could not compile the Sequential (BackendCompilerFailed"), said
     assert said[0].endswith("running the plain path.")
 
 
 def test_the_models_own_error_is_raised_as_it_is(capsys):
-    "A failure the plain model shares (a wrong input shape) is the model's: raised as it is, no word about the compiler."
+    """A failure the plain model shares (a wrong input shape) is the model's: raised as it is, no word about the
+    compiler."""
     def refuse(graph, example_inputs): raise RuntimeError("forced: no Triton for this GPU")
     SAID.clear()
     net = torch.nn.Linear(4, 2)
     runner = compiled_or_plain(net, "the net", backend=refuse)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"): runner(torch.randn(3, 5))
     assert runner.failure is None and "could not compile" not in capsys.readouterr().err
-    with torch.no_grad(): torch.testing.assert_close(runner(torch.ones(3, 4)), net(torch.ones(3, 4)))  # then the compiler fails
+    with torch.no_grad():  # then the compiler fails
+        torch.testing.assert_close(runner(torch.ones(3, 4)), net(torch.ones(3, 4)))
     assert runner.failure.startswith("BackendCompilerFailed") and "could not compile the net" in capsys.readouterr().err
 
 
@@ -141,8 +150,9 @@ def test_a_compiler_that_fails_at_once_leaves_the_plain_model(monkeypatch, capsy
     SAID.clear()
     model = torch.nn.Linear(2, 2)
     assert compiled_for_training(model, "cpu") is model
-    assert capsys.readouterr().err == ("The fast path could not compile the Linear for training (RuntimeError: Dynamo is not "
-                                       "supported on this Python); running the plain path.\n")
+    assert capsys.readouterr().err == ("The fast path could not compile the Linear for training "
+                                       "(RuntimeError: Dynamo is not supported on this Python); "
+                                       "running the plain path.\n")
 
 
 def test_training_with_a_compiler_that_fails_trains_on_the_plain_path(monkeypatch, capsys):
@@ -153,7 +163,7 @@ def test_training_with_a_compiler_that_fails_trains_on_the_plain_path(monkeypatc
                                                        fast=fast, mixed_precision="no")
     compiled, plain = run(True, settings.preset("smoke") | {"compile": True}), run(False, "smoke")
     torch.testing.assert_close(torch.tensor(compiled["losses"]), torch.tensor(plain["losses"]), atol=1e-5, rtol=1e-5)
-    said = [l for l in capsys.readouterr().err.splitlines() if "fast path" in l]
+    said = [line for line in capsys.readouterr().err.splitlines() if "fast path" in line]
     assert len(said) == 1 and "could not compile the UNet2DModel for training" in said[0], said
 
 
@@ -187,7 +197,8 @@ def tree_digest(*folders) -> str:
 
 
 def test_the_packaged_gpu_report_is_the_committed_one():
-    "read_gpu_report's default ships inside course_lib (Colab has no bench/); it must be bench/results' JSON, not a stale copy."
+    """read_gpu_report's default ships inside course_lib (Colab has no bench/); it must be bench/results' JSON, not a
+    stale copy."""
     committed = json.loads((ROOT / "bench" / "results" / "gpu_report.json").read_text())
     assert read_gpu_report() == committed and "H200" in committed["device"] and not committed["check"]
 
@@ -198,8 +209,9 @@ def test_gpu_report_check_runs_every_group_and_leaves_the_committed_results_alon
     env = os.environ | {"COURSE_DATA_SOURCE": "offline", "MPLBACKEND": "Agg"}
     committed = (ROOT / "bench" / "results", ROOT / "course_lib" / "assets")
     before = tree_digest(*committed)
-    subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_report.py"), "--check"],  # no --out: the default folder
-                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=900)  # ~2 min alone; 300 s ran out on a loaded machine
+    # no --out: the default folder; timeout: ~2 min alone, 300 s ran out on a loaded machine
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_report.py"), "--check"],
+                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=900)
     assert tree_digest(*committed) == before  # a check never overwrites measured results
     out = tmp_path / "output" / "gpu_report"
     report = json.loads((out / "gpu_report.json").read_text())

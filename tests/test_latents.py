@@ -59,9 +59,11 @@ def test_bad_images_and_latents_raise_naming_the_argument(tiny_vae):
     with pytest.raises(ValueError, match="downsampling factor 8"): encode(tiny_vae, torch.rand(1, 3, 36, 64))
     with pytest.raises(ValueError, match="downsampling factor 4"): encode(fashion, torch.rand(1, 1, 30, 32))
     encode(fashion, torch.rand(1, 1, 36, 36))  # 36 is fine for a factor of 4
-    with pytest.raises(ValueError, match=r"`images` must be in \[0, 1\]"): encode(tiny_vae, torch.rand(1, 3, 64, 64) * 255)
+    with pytest.raises(ValueError, match=r"`images` must be in \[0, 1\]"):
+        encode(tiny_vae, torch.rand(1, 3, 64, 64) * 255)
     with pytest.raises(ValueError, match="`images` must be a C×H×W or B×C×H×W tensor"): encode(tiny_vae, [[0.5]])
-    with pytest.raises(ValueError, match="`mode` must be one of 'sample', 'mean'"): encode(tiny_vae, torch.rand(1, 3, 8, 8), mode="max")
+    with pytest.raises(ValueError, match="`mode` must be one of 'sample', 'mean'"):
+        encode(tiny_vae, torch.rand(1, 3, 8, 8), mode="max")
     with pytest.raises(ValueError, match="`latents` must be B×4×h×w"): decode(tiny_vae, torch.randn(1, 8, 8))
 
 
@@ -127,12 +129,14 @@ def test_latent_class_model_trains_and_samples_latents(fashion):
     assert (model.config.in_channels, model.config.sample_size) == (4, 8)
     preset = settings.preset("smoke", "latent")
     record = train_class_conditioned(model, latents, labels[:256], preset, device="cpu", progress=False)
-    assert record["step"] == 4 and all(math.isfinite(l) for l in record["losses"])
-    raw = generate_from_class(model, make_scheduler("ddim", clip_sample=False), [1, 2], 2, guidance_scale=2, num_inference_steps=3,
-                              generator=torch.Generator().manual_seed(0), progress=False, output_type="latent")
+    assert record["step"] == 4 and all(math.isfinite(loss) for loss in record["losses"])
+    raw = generate_from_class(model, make_scheduler("ddim", clip_sample=False), [1, 2], 2, guidance_scale=2,
+                              num_inference_steps=3, generator=torch.Generator().manual_seed(0), progress=False,
+                              output_type="latent")
     assert raw.shape == (4, 4, 8, 8) and raw.abs().max() > 1  # not clamped to [-1, 1] like images
-    images_out = generate_latent_class(model, vae, make_scheduler("ddim", clip_sample=False), [1, 2], 2, guidance_scale=2,
-                                       num_inference_steps=3, generator=torch.Generator().manual_seed(0), progress=False)
+    images_out = generate_latent_class(model, vae, make_scheduler("ddim", clip_sample=False), [1, 2], 2,
+                                       guidance_scale=2, num_inference_steps=3,
+                                       generator=torch.Generator().manual_seed(0), progress=False)
     torch.testing.assert_close(images_out, decode(vae, raw))
     assert images_out.shape == (4, 1, 32, 32)
 
@@ -146,20 +150,23 @@ def test_fashion_batches_pass_latents_through_unflipped():
 
 
 def test_make_scheduler_overrides_and_checkpoint_names():
-    assert make_scheduler("ddim").config.clip_sample is True and make_scheduler("ddim", clip_sample=False).config.clip_sample is False
+    assert make_scheduler("ddim").config.clip_sample is True
+    assert make_scheduler("ddim", clip_sample=False).config.clip_sample is False
     images, labels = torch.zeros(8, 4, 8, 8), torch.zeros(8, dtype=torch.long)
     preset = settings.preset("smoke", "latent")
     path = checkpoint_path(preset, images, labels, kind="latent-unet-smoke")
     assert path.name.startswith("latent-unet-smoke-smoke-v")  # a named preset passed as its values
     wider = preset | {"block_out_channels": (32, 64, 64)}
-    assert checkpoint_path(wider, images, labels, kind="latent-unet-smoke") != path  # another architecture, another file
+    # another architecture, another file
+    assert checkpoint_path(wider, images, labels, kind="latent-unet-smoke") != path
     assert make_class_unet(preset, in_channels=4, sample_size=8).config.out_channels == 4
 
 
 def test_attention_block_kernels_agree_and_sizes_are_checked():
     x = torch.randn(1, 32, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(attention_block(32, kind="classic")(x), attention_block(32, kind="sdpa")(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(attention_block(32, kind="classic")(x), attention_block(32, kind="sdpa")(x),
+                                   atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="`kind` must be one of 'classic', 'sdpa'"): attention_block(kind="xformers")
     with pytest.raises(ValueError, match="`sizes` must be positive ints"): attention_cost(sizes=(16, 0), progress=False)
 

@@ -41,7 +41,8 @@ def test_bad_bpe_files_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="No CLIP merge list at .*none.txt.gz \\(from argument\\)"):
         clip_tokenizer_from_bpe(tmp_path / "none.txt.gz")
     (tmp_path / "plain.txt.gz").write_text("not gzip")
-    with pytest.raises(ValueError, match="`bpe_path`=.*not a readable gzip"): clip_tokenizer_from_bpe(tmp_path / "plain.txt.gz")
+    with pytest.raises(ValueError, match="`bpe_path`=.*not a readable gzip"):
+        clip_tokenizer_from_bpe(tmp_path / "plain.txt.gz")
     import gzip; (tmp_path / "short.txt.gz").write_bytes(gzip.compress(b"header\na b\n"))
     with pytest.raises(ValueError, match="not CLIP's merge list"): clip_tokenizer_from_bpe(tmp_path / "short.txt.gz")
 
@@ -58,7 +59,7 @@ def test_load_clip_tokenizer_offline_uses_the_packaged_bpe(offline_hub, monkeypa
         load_clip_tokenizer(model_id="openai/clip-vit-large-patch14", bpe_path="/nonexistent/bpe.txt.gz")
 
 
-# --- the merge list shipped inside the package -------------------------------------------------------------------------
+# --- the merge list shipped inside the package ------------------------------------------------------------------------
 def test_packaged_merge_list_is_clips_own_file_with_its_notice():
     assert hashlib.sha256(PACKAGED_CLIP_BPE.read_bytes()).hexdigest() == CLIP_BPE_SHA256
     notice = (PACKAGED_CLIP_BPE.parent / "NOTICE-CLIP.md").read_text()
@@ -74,7 +75,8 @@ def test_tokenizer_from_the_packaged_file_with_no_settings_and_no_environment(tm
               "assert settings.get('clip_bpe') == '' and find_clip_bpe() == PACKAGED_CLIP_BPE\n"
               "print(clip_tokenizer_from_bpe()('A photograph of a puppy').input_ids)")
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[49406, 320, 8853, 539, 320, 6829, 49407]"
 
@@ -100,7 +102,8 @@ def test_the_wheel_carries_the_merge_list_its_notice_and_the_shipped_models(tmp_
     [wheel] = tmp_path.glob("course_lib-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {"course_lib/assets/bpe_simple_vocab_16e6.txt.gz", "course_lib/assets/NOTICE-CLIP.md"} <= set(names)
-    assert zipfile.ZipFile(wheel).read("course_lib/assets/bpe_simple_vocab_16e6.txt.gz") == PACKAGED_CLIP_BPE.read_bytes()
+    packaged_bpe = zipfile.ZipFile(wheel).read("course_lib/assets/bpe_simple_vocab_16e6.txt.gz")
+    assert packaged_bpe == PACKAGED_CLIP_BPE.read_bytes()
     shipped = {str(f.relative_to(ROOT)) for f in (ROOT / "course_lib" / "pretrained").rglob("*") if f.is_file()}
     assert shipped and shipped <= set(names)  # every shipped model, its weights, configs and card
 

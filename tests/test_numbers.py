@@ -71,17 +71,21 @@ def source_value(source: str, unit: str, notebook: str | None = None, cell_id: s
         group_name, _, variant = (s.strip() for s in key.partition("/"))
         report = json.loads((ROOT / "bench" / "results" / f"{kind.split()[0]}.json").read_text())
         group = unique([g for g in report["groups"] if g["name"].startswith(group_name)], f"group {group_name!r}")
-        if kind.endswith(" notes"):  # a figure the report states in words: one of the numbers there, rounded as the prose
-            return [first_number(n.group()) for n in NUMBER.finditer(" ".join(group.get("notes", []) + [r.get("note") or "" for r in group["rows"]]))]
+        # a figure the report states in words: one of the numbers there, rounded as the prose
+        if kind.endswith(" notes"):
+            words = " ".join(group.get("notes", []) + [r.get("note") or "" for r in group["rows"]])
+            return [first_number(n.group()) for n in NUMBER.finditer(words)]
         row = unique([r for r in group["rows"] if r["variant"].startswith(variant)], f"variant {variant!r}")
         return row["seconds"] * (1000 if unit == "ms" else 1)
     if kind == "output":
         return output_above(notebook, cell_id)
-    raise ValueError(f"unknown source {source!r}: use `card NAME: KEY`, `bench NAME: KEY`, `gpu_report: GROUP / VARIANT` or `output`")
+    raise ValueError(f"unknown source {source!r}: use `card NAME: KEY`, `bench NAME: KEY`, "
+                     "`gpu_report: GROUP / VARIANT` or `output`")
 
 
 def output_above(notebook: str | None, cell_id: str | None) -> str:
-    "The text output of the nearest code cell above markdown cell `cell_id` that has one, in `notebook`'s executed copy."
+    """The text output of the nearest code cell above markdown cell `cell_id` that has one, in `notebook`'s executed
+    copy."""
     if notebook is None: raise ValueError("`output` is a source only in a notebook")
     executed = EXECUTED / notebook
     if not executed.exists(): pytest.skip(f"no executed copy of {notebook} (make demo writes {EXECUTED})")
@@ -99,8 +103,9 @@ def problem(number: str, unit: str, source: str, notebook=None, cell_id=None) ->
     try: value = source_value(source, unit, notebook, cell_id)
     except (KeyError, ValueError, FileNotFoundError) as e: return f"{number}{unit}: source {source!r}: {e}"
     if isinstance(value, str):
+        where = "the output above" if source == "output" else "that text"
         return None if re.search(rf"(?<![\d.]){re.escape(number)}(?![\d])", value) else \
-            f"{number}{unit}: not in {'the output above' if source == 'output' else 'that text'} ({value.strip()[:200]!r})"
+            f"{number}{unit}: not in {where} ({value.strip()[:200]!r})"
     decimals = len(number.partition(".")[2])
     if isinstance(value, list):  # the numbers of a text: one of them must round to the prose's
         return None if any(f"{v:.{decimals}f}" == number.replace(",", "") for v in value) else \
@@ -114,7 +119,8 @@ def prose() -> list[tuple[str, str | None, str | None, str]]:
     texts = [("README.md", None, None, (ROOT / "README.md").read_text())]
     for path in sorted((ROOT / "nbs").glob("*.ipynb")):
         for cell in json.loads(path.read_text())["cells"]:
-            if cell["cell_type"] == "markdown": texts.append((path.name, path.name, cell["id"], "".join(cell["source"])))
+            if cell["cell_type"] == "markdown":
+                texts.append((path.name, path.name, cell["id"], "".join(cell["source"])))
     return texts
 
 
@@ -159,5 +165,6 @@ if __name__ == "__main__":
     for file, notebook, cell_id, text in prose():
         for number, unit, source in quoted_figures(text):
             p = problem(number, unit, source, notebook, cell_id)
-            print(f"{'FAIL' if p else 'ok  '} {file} {cell_id or ''}: {number}{unit} <- {source}" + (f"  ({p})" if p else ""))
+            print(f"{'FAIL' if p else 'ok  '} {file} {cell_id or ''}: {number}{unit} <- {source}"
+                  + (f"  ({p})" if p else ""))
     sys.exit(bool(all_problems()[1]))

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from course_lib.colour_fashion import draw_colour_fashion, garment_colours, PALETTE
+from course_lib.core import derived_generator
 from course_lib.models import clip_tokenizer_from_bpe, load_sd_pipeline
 from course_lib.own_sd import (colour_unit_images, colour_vae, colour_vae_path, garment_gray, held_out_requests,
                                make_colour_vae, make_text_unet, own_sd_pipeline, text_diffusion_loss, train_colour_vae,
@@ -13,7 +14,7 @@ from course_lib.sampling import generate
 from course_lib.text import tokenize
 from course_lib.text_encoders import (caption_batches, clip_loss, clip_score, make_clip_towers, text_tower,
                                       train_clip_towers, zero_shot_accuracy)
-from course_lib.training import derived_generator, save_pretrained_atomic
+from course_lib.training import save_pretrained_atomic
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +52,17 @@ def test_caption_batches_are_true_and_new_each_epoch(tokenizer, colour):
 
 def test_clip_towers_learn_on_the_smoke_preset_and_score(tokenizer, colour):
     towers = make_clip_towers("smoke", seed=1)
-    record = train_clip_towers(towers, tokenizer, colour, {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                               "num_attention_heads": 2, "patch_size": 8, "projection_dim": 32, "train_samples": 128,
-                               "epochs": 6, "batch_size": 32, "learning_rate": 2e-3, "mixed_precision": "no"},
+    record = train_clip_towers(towers, tokenizer, colour,
+                               {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                "num_attention_heads": 2, "patch_size": 8, "projection_dim": 32, "train_samples": 128,
+                                "epochs": 6, "batch_size": 32, "learning_rate": 2e-3, "mixed_precision": "no"},
                                device="cpu", progress=False)
     assert record["step"] == 24 and record["losses"][-1] < record["losses"][0]
     images = colour_unit_images(colour["images"][:8])
     scores = clip_score(towers, tokenizer, images, ["a red dress"] * 8)
     assert scores.shape == (8,) and (scores >= 0).all() and (scores <= 100).all()
-    assert 0 <= zero_shot_accuracy(towers, tokenizer, images, colour["colour"][:8], [f"a {c} garment" for c in PALETTE]) <= 1
+    assert 0 <= zero_shot_accuracy(towers, tokenizer, images, colour["colour"][:8],
+                                   [f"a {c} garment" for c in PALETTE]) <= 1
 
 
 def test_clip_loss_is_clips_own(tokenizer, colour):
@@ -103,14 +106,17 @@ def test_text_diffusion_loss_drops_captions_to_the_empty_prompt(tokenizer, parts
 
 
 def test_own_pipeline_trains_saves_loads_and_generates_the_same(tmp_path, tokenizer, colour, parts):
-    record = train_text_unet(parts["unet"], parts["vae"], parts["text_encoder"], tokenizer, colour, "smoke", device="cpu", progress=False)
+    record = train_text_unet(parts["unet"], parts["vae"], parts["text_encoder"], tokenizer, colour, "smoke",
+                             device="cpu", progress=False)
     assert record["step"] == 2  # 128 images in batches of 64
     pipe = own_sd_pipeline(parts["vae"], parts["text_encoder"], tokenizer, parts["unet"])
-    images = generate(pipe, ["a red dress", "a grey bag"], num_inference_steps=3, seed=1, output_type="pt", progress=False)
+    sample = lambda pipe: generate(pipe, ["a red dress", "a grey bag"], num_inference_steps=3, seed=1, output_type="pt",
+                                   progress=False)
+    images = sample(pipe)
     assert images.shape == (2, 3, 32, 32)
     pipe.save_pretrained(tmp_path)
     again = load_sd_pipeline(tmp_path, device="cpu", verbose=False)
-    assert torch.equal(generate(again, ["a red dress", "a grey bag"], num_inference_steps=3, seed=1, output_type="pt", progress=False), images)
+    assert torch.equal(sample(again), images)
 
 
 def test_held_out_requests_name_every_attribute_truthfully():

@@ -14,7 +14,8 @@ def canonical(name: str) -> str: return re.sub(r"[-_.]+", "-", name).lower()
 
 def runtime_distributions() -> set[str]:
     "The installed distributions that course_lib's runtime dependencies need, transitively (no extras)."
-    todo = [Requirement(r).name for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    todo = [Requirement(r).name for r in project["dependencies"]]
     seen = set()
     while todo:
         name = canonical(todo.pop())
@@ -22,7 +23,8 @@ def runtime_distributions() -> set[str]:
         try: dist = md.distribution(name)
         except md.PackageNotFoundError: continue  # an optional or platform-only requirement not installed here
         seen.add(name)
-        todo += [r.name for r in map(Requirement, dist.requires or []) if r.marker is None or r.marker.evaluate({"extra": ""})]
+        todo += [r.name for r in map(Requirement, dist.requires or [])
+                 if r.marker is None or r.marker.evaluate({"extra": ""})]
     return seen
 
 
@@ -39,8 +41,10 @@ def test_importing_every_module_needs_only_the_runtime_dependencies(tmp_path):
             "for m in modules: importlib.import_module(m)\n"
             f"missing = [a for a in {AUTHORING!r} if importlib.util.find_spec(a) is None]\n"
             "print(len(modules), 'modules;', 'absent:', ' '.join(missing))")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")} | {"PYTHONPATH": f"{site}{os.pathsep}{ROOT}"}
-    result = subprocess.run([sys.executable, "-S", "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    env = ({k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+           | {"PYTHONPATH": f"{site}{os.pathsep}{ROOT}"})
+    result = subprocess.run([sys.executable, "-S", "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     count, absent = result.stdout.strip().split(" modules; absent: ")
     assert int(count) >= 12
@@ -67,7 +71,8 @@ def test_every_notebook_opens_in_colab_from_the_one_repository_setting():
     colab, url = colab_tool(), colab_tool().repository_url()
     assert url == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
     notebooks = sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
-    assert {"01_conditioning.ipynb", "02_latents.ipynb", "03_text.ipynb", "04_sampling.ipynb", "05_own_sd.ipynb"} <= {p.name for p in notebooks}
+    assert {"01_conditioning.ipynb", "02_latents.ipynb", "03_text.ipynb", "04_sampling.ipynb",
+            "05_own_sd.ipynb"} <= {p.name for p in notebooks}
     for path in notebooks:
         cells = json.loads(path.read_text())["cells"]
         title = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown")
@@ -76,7 +81,8 @@ def test_every_notebook_opens_in_colab_from_the_one_repository_setting():
         colab_url = url.replace("https://github.com/", "https://colab.research.google.com/github/")
         assert f"({colab_url}/blob/main/nbs/{path.name})" in badge and "colab-badge.svg" in badge, path.name
         assert cells[title + 2]["cell_type"] == "code" and f'git+{url}"' in install, path.name
-        assert next(c for c in cells if c["cell_type"] == "code") is cells[title + 2], f"{path.name}: install cell first"
+        first_code = next(c for c in cells if c["cell_type"] == "code")
+        assert first_code is cells[title + 2], f"{path.name}: install cell first"
     assert colab.stale() == []
     assert f"git+{url}" in (ROOT / "README.md").read_text()
 
@@ -95,4 +101,5 @@ def test_the_install_cell_installs_on_colab_only(monkeypatch):
 
 def test_colab_tool_refuses_a_repository_that_is_not_on_github(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[project.urls]\nRepository = "https://example.com/x"\n')
-    with pytest.raises(ValueError, match="Repository must be https://github.com/<owner>/<repo>"): colab_tool().repository_url(tmp_path)
+    with pytest.raises(ValueError, match="Repository must be https://github.com/<owner>/<repo>"):
+        colab_tool().repository_url(tmp_path)

@@ -15,7 +15,8 @@ def pipe(bpe_path): return tiny_sd_pipeline(seed=0, tokenizer=clip_tokenizer_fro
 
 
 def pipeline_images(pipe, prompt, seed=1, negative_prompt=None, **kwargs):
-    generator = [torch.Generator().manual_seed(s) for s in seed] if isinstance(seed, list) else torch.Generator().manual_seed(seed)
+    generator = ([torch.Generator().manual_seed(s) for s in seed] if isinstance(seed, list)
+                 else torch.Generator().manual_seed(seed))
     return pipe(prompt, negative_prompt=negative_prompt, generator=generator, output_type="pt", **SIZE, **kwargs).images
 
 
@@ -27,7 +28,8 @@ def test_generate_equals_the_pipeline(pipe, kind, case):
     pipe.scheduler = make_scheduler(kind, pipe.scheduler.config)
     negative = case.get("negative_prompt", "")
     ours = generate(pipe, ["a red cube", "a blue sphere"], negative, guidance_scale=case["guidance_scale"],
-                    guidance_rescale=case.get("guidance_rescale", 0.0), seed=1, output_type="pt", progress=False, **SIZE)
+                    guidance_rescale=case.get("guidance_rescale", 0.0), seed=1, output_type="pt", progress=False,
+                    **SIZE)
     theirs = pipeline_images(pipe, ["a red cube", "a blue sphere"], negative_prompt=[negative] * 2,
                              guidance_scale=case["guidance_scale"], guidance_rescale=case.get("guidance_rescale", 0.0))
     assert ours.shape == theirs.shape == (2, 3, 64, 64)
@@ -40,14 +42,16 @@ def test_generator_lists_and_prompt_embeds(pipe):
     ours = generate(pipe, ["a cat", "a dog"], generator=generators, output_type="pt", progress=False, **SIZE)
     assert (ours - pipeline_images(pipe, ["a cat", "a dog"], seed=[3, 4])).abs().max() <= 1e-6
     embeds = encode_prompt(pipe.tokenizer, pipe.text_encoder, "a cat", "ugly")
-    a = generate(pipe, "ignored when embeddings are given", prompt_embeds=embeds, seed=5, output_type="pt", progress=False, **SIZE)
+    a = generate(pipe, "ignored when embeddings are given", prompt_embeds=embeds, seed=5, output_type="pt",
+                 progress=False, **SIZE)
     b = generate(pipe, "a cat", "ugly", seed=5, output_type="pt", progress=False, **SIZE)
     assert torch.equal(a, b)
 
 
 def test_guidance_below_one_follows_the_formula(pipe):
     pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
-    run = lambda prompt, scale: generate(pipe, prompt, guidance_scale=scale, seed=2, output_type="pt", progress=False, **SIZE)
+    run = lambda prompt, scale: generate(pipe, prompt, guidance_scale=scale, seed=2, output_type="pt", progress=False,
+                                         **SIZE)
     assert (run("a red cube", 0.0) - run("", 1.0)).abs().max() <= 1e-5  # batched vs single UNet call: float noise only
     half, one = run("a red cube", 0.5), run("a red cube", 1.0)
     assert (half - one).abs().max() > 1e-3  # unlike the pipeline, which treats every scale <= 1 as 1

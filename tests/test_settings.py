@@ -3,8 +3,8 @@ import tomllib
 import pytest
 import yaml
 
-from course_lib.core import (DEFAULTS_FILE, SETTINGS_HEADER, CourseSettings, find_settings_file, is_preset_section, read_settings,
-                             parse_value)
+from course_lib.core import (DEFAULTS_FILE, SETTINGS_HEADER, CourseSettings, find_settings_file, is_preset_section,
+                             read_settings, parse_value)
 from conftest import ROOT
 
 
@@ -43,7 +43,7 @@ def test_paths_are_relative_to_the_settings_file(tmp_path, monkeypatch):
 
 def test_unknown_setting_names_the_known_ones():
     with pytest.raises(KeyError, match="No course setting 'colour'.*device"): CourseSettings().get("colour")
-    with pytest.raises(AttributeError): CourseSettings().colour
+    with pytest.raises(AttributeError): _ = CourseSettings().colour
 
 
 def test_find_settings_skips_foreign_settings_ini(tmp_path, monkeypatch):
@@ -67,11 +67,12 @@ def test_the_packaged_defaults_are_the_one_source_and_document_every_setting():
     names = [k for s in defaults.sections() if not is_preset_section(s) for k in defaults[s]]
     assert len(names) == len(set(names)), "each COURSE_<NAME> variable must name one setting"
     lines = text.splitlines()
-    for i, line in enumerate(lines):  # every setting outside the presets has a comment line somewhere above it in its section
-        if "=" in line and not line.startswith("#") and not any(l.startswith("[preset") or l.startswith("[vae") or
-                                                                  l.startswith("[latent") for l in lines[:i] if l.startswith("[")):
+    # every setting outside the presets has a comment line somewhere above it in its section
+    for i, line in enumerate(lines):
+        if "=" in line and not line.startswith("#") and not any(h.startswith(("[preset", "[vae", "[latent"))
+                                                                  for h in lines[:i] if h.startswith("[")):
             section = max(j for j in range(i) if lines[j].startswith("["))
-            assert any(l.startswith("#") for l in lines[section:i]), f"undocumented setting: {line}"
+            assert any(above.startswith("#") for above in lines[section:i]), f"undocumented setting: {line}"
 
 
 def test_settings_without_a_file_are_the_packaged_defaults_value_for_value(tmp_path, monkeypatch):
@@ -80,7 +81,8 @@ def test_settings_without_a_file_are_the_packaged_defaults_value_for_value(tmp_p
     settings, defaults = CourseSettings(), read_settings(DEFAULTS_FILE)
     for section in defaults.sections():
         for name, value in defaults[section].items():
-            got = settings.preset(section.split(".", 1)[1], section.split(".")[0]) [name] if is_preset_section(section) else settings.get(name)
+            got = (settings.preset(section.split(".", 1)[1], section.split(".")[0])[name] if is_preset_section(section)
+                   else settings.get(name))
             assert got == (parse_value(value) if is_preset_section(section) else value), (section, name)
 
 
@@ -111,10 +113,10 @@ def test_environment_yml_matches_pyproject():
 
 def test_lock_pins_every_dependency_and_never_torchvision():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    lock = [l.strip() for l in (ROOT / "requirements" / "constraints.txt").read_text().splitlines()
-            if l.strip() and not l.startswith("#")]
-    pinned = {l.split("==")[0].lower().replace("_", "-") for l in lock}
+    lock = [line.strip() for line in (ROOT / "requirements" / "constraints.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    pinned = {pin.split("==")[0].lower().replace("_", "-") for pin in lock}
     wanted = dependency_names(project["dependencies"] + project["optional-dependencies"]["dev"])
     assert {w.replace("_", "-") for w in wanted} <= pinned
-    assert all("==" in l for l in lock)
+    assert all("==" in pin for pin in lock)
     assert "torchvision" not in pinned and "torchvision" not in dependency_names(project["dependencies"])

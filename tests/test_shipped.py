@@ -52,8 +52,8 @@ def test_shipped_judge_names_unseen_garments():
 
 def test_shipped_class_unet_draws_the_asked_class(judge):
     model = load_course_model("class-unet", UNet2DModel, "cpu")
-    samples = generate_from_class(model, make_scheduler("ddim"), list(range(10)), 10, guidance_scale=3, num_inference_steps=20,
-                                  generator=torch.Generator().manual_seed(5), progress=False)
+    samples = generate_from_class(model, make_scheduler("ddim"), list(range(10)), 10, guidance_scale=3,
+                                  num_inference_steps=20, generator=torch.Generator().manual_seed(5), progress=False)
     assert class_accuracy(judge, samples, torch.arange(10).repeat_interleave(10)) >= 0.9
 
 
@@ -67,8 +67,9 @@ def test_shipped_latent_unet_draws_the_asked_class_through_the_shipped_vae(judge
     vae = load_course_model("fashion-vae", AutoencoderKL, "cpu")
     model = load_course_model("latent-unet", UNet2DModel, "cpu")
     assert (model.config.in_channels, model.config.sample_size) == (vae.config.latent_channels, 8)  # 4×8×8 latents
-    samples = generate_latent_class(model, vae, make_scheduler("ddim", clip_sample=False), list(range(10)), 10, guidance_scale=3,
-                                    num_inference_steps=20, generator=torch.Generator().manual_seed(5), progress=False)
+    samples = generate_latent_class(model, vae, make_scheduler("ddim", clip_sample=False), list(range(10)), 10,
+                                    guidance_scale=3, num_inference_steps=20,
+                                    generator=torch.Generator().manual_seed(5), progress=False)
     assert samples.shape == (100, 1, 32, 32)
     assert class_accuracy(judge, samples, torch.arange(10).repeat_interleave(10)) >= 0.9
 
@@ -79,11 +80,13 @@ def test_shipped_own_sd_draws_the_asked_class_and_colour(judge):
     samples = generate(pipe, list(requests["prompt"]), guidance_scale=3.0, num_inference_steps=30, output_type="pt",
                        generator=[torch.Generator().manual_seed(i) for i in range(50)], progress=False)
     classes = classifier_outputs(judge, garment_gray(samples))[0].numpy() == requests["label"].values
-    colours = garment_colours((samples.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)).numpy() == requests["colour"].values
+    pixels = (samples.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)
+    colours = garment_colours(pixels).numpy() == requests["colour"].values
     assert (classes & colours).mean() >= 0.8, f"class {classes.mean():.0%}, colour {colours.mean():.0%}"
 
 
 def test_shipped_clip_text_tower_is_the_own_sd_text_encoder():
     towers = load_course_model("clip-towers", CLIPModel, "cpu")
     pipe = shipped_own_sd("cpu")
-    assert all(torch.equal(a, b) for a, b in zip(towers.text_model.state_dict().values(), pipe.text_encoder.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(towers.text_model.state_dict().values(),
+                                                 pipe.text_encoder.state_dict().values()))

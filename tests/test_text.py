@@ -53,7 +53,8 @@ def reference_ids(bpe_path, text: str) -> list[int]:
 
 @pytest.mark.parametrize("prompt", ["A photograph of an astronaut riding a horse",
                                     "Bioluminescent jellyfish, hyperrealistic!!",
-                                    "don't stop the 42 axolotls", "an oil painting by greg rutkowski, trending on artstation",
+                                    "don't stop the 42 axolotls",
+                                    "an oil painting by greg rutkowski, trending on artstation",
                                     "a red cube on top of a blue sphere; 8k, octane render"])
 def test_ids_equal_bpe_derived_from_the_merge_list(tokenizer, bpe_path, prompt):
     expected = reference_ids(bpe_path, prompt)
@@ -64,10 +65,11 @@ def test_ids_equal_bpe_derived_from_the_merge_list(tokenizer, bpe_path, prompt):
 
 def test_bpe_steps_replay_the_tokenizer(tokenizer):
     ranks = merge_ranks(tokenizer)
+    spelled = lambda symbols: symbols.replace(" ", "").replace("</w>", "")
     for word in ["bioluminescent", "axolotl", "puppy", "rutkowski", "café"]:
         steps = bpe_steps(tokenizer, word, ranks)
         assert steps.symbols.iloc[-1].split(" ") == tokenizer.convert_ids_to_tokens(tokenizer(word).input_ids[1:-1])
-        assert steps.symbols.iloc[0].replace(" ", "").replace("</w>", "") == steps.symbols.iloc[-1].replace(" ", "").replace("</w>", "")
+        assert spelled(steps.symbols.iloc[0]) == spelled(steps.symbols.iloc[-1])
         merged = steps["rank"].dropna().tolist()
         assert merged == sorted(merged) and len(merged) == len(steps) - 1  # each merge was learned after the last
     with pytest.raises(ValueError, match="`word` must be one word"): bpe_steps(tokenizer, "two words", ranks)
@@ -121,7 +123,8 @@ def test_embedding_shapes_and_pooled_vector(tokenizer, kind, width):
 
 def test_full_configs_have_the_real_sizes():
     with torch.device("meta"):
-        sizes = {kind: sum(p.numel() for p in CLIPTextModel(text_encoder_config(kind)).parameters()) for kind in ("sd1", "sd2")}
+        sizes = {kind: sum(p.numel() for p in CLIPTextModel(text_encoder_config(kind)).parameters())
+                 for kind in ("sd1", "sd2")}
     assert sizes["sd1"] == 123_060_480  # CLIP ViT-L/14's text tower, as in SD 1.x's text_encoder
     assert 340e6 < sizes["sd2"] < 341e6
 
@@ -185,7 +188,8 @@ def test_similarity_table(tokenizer):
 
 def test_captions_are_seeded_and_test_templates_are_unseen():
     train, labels = fashion_captions(200, "train", seed=3)
-    assert (train, labels.tolist()) == (fashion_captions(200, "train", seed=3)[0], fashion_captions(200, "train", seed=3)[1].tolist())
+    assert (train, labels.tolist()) == (fashion_captions(200, "train", seed=3)[0],
+                                        fashion_captions(200, "train", seed=3)[1].tolist())
     assert train != fashion_captions(200, "train", seed=4)[0] and set(labels.tolist()) == set(range(10))
     assert not set(CAPTION_TEMPLATES["train"]) & set(CAPTION_TEMPLATES["test"])
 

@@ -7,8 +7,8 @@ from safetensors.torch import save_file
 from course_lib.core import SOURCES_USED, seeded
 from course_lib.garments import draw_fashion
 from course_lib.training import (CACHE_VERSION, cache_path, epoch_batches, fashion_batches, learning_rate_schedule,
-                                 pick_preset, plot_losses, preset_label, preset_values, read_checkpoint, save_checkpoint,
-                                 save_pretrained_atomic, train, unit_images)
+                                 pick_preset, plot_losses, preset_label, preset_values, read_checkpoint,
+                                 save_checkpoint, save_pretrained_atomic, train, unit_images)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,8 @@ def test_fast_batches_cover_the_epoch_and_resume_mid_epoch(fashion):
 
 
 @pytest.mark.parametrize("images, batch_size, message", [
-    (torch.zeros(4, 28, 28), 2, "`images` must be uint8"), (torch.zeros(4, 1, 28, 28, dtype=torch.uint8), 2, "`images` must be uint8"),
+    (torch.zeros(4, 28, 28), 2, "`images` must be uint8"),
+    (torch.zeros(4, 1, 28, 28, dtype=torch.uint8), 2, "`images` must be uint8"),
     (torch.zeros(4, 28, 28, dtype=torch.uint8), 0, "`batch_size` must be a positive int")])
 def test_fast_batches_reject_bad_input(images, batch_size, message):
     with pytest.raises(ValueError, match=message): next(fashion_batches(images, torch.zeros(4), batch_size))
@@ -44,7 +45,8 @@ def test_latents_pass_through_unflipped():
 
 def test_epoch_batches_name_their_stream(fashion):
     images, labels = fashion
-    one, judge = epoch_batches(images, labels, 64, seed=0), epoch_batches(images, labels, 64, seed=0, stream="judge epoch")
+    one = epoch_batches(images, labels, 64, seed=0)
+    judge = epoch_batches(images, labels, 64, seed=0, stream="judge epoch")
     assert torch.equal(next(one(3))[1], next(one(3))[1]) and not torch.equal(next(one(3))[1], next(judge(3))[1])
     assert unit_images(images[:2]).shape == (2, 1, 32, 32) and unit_images(images).max() <= 1
 
@@ -81,12 +83,14 @@ def test_checkpoints_are_atomic_and_typed(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o644  # an ordinary file, not mkstemp's private one
     shared = torch.zeros(4)
     broken = type("Broken", (), {"state_dict": lambda self: {"a": shared, "b": shared}, "config": {}})()
-    with pytest.raises(Exception): save_checkpoint(path, broken)  # safetensors refuses tensors that share memory
+    # safetensors refuses tensors that share memory
+    with pytest.raises(RuntimeError, match="share memory"): save_checkpoint(path, broken)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
     tensors, metadata = read_checkpoint(path, "cpu")
     assert metadata["state"] == {"step": 8} and torch.equal(tensors["model.weight"], layer.weight.detach())
     save_file({"x": torch.zeros(1)}, tmp_path / "other.safetensors")
-    with pytest.raises(ValueError, match="is not a course_lib checkpoint"): read_checkpoint(tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="is not a course_lib checkpoint"):
+        read_checkpoint(tmp_path / "other.safetensors")
 
 
 def test_save_pretrained_atomic_leaves_nothing_half_written(tmp_path):
@@ -130,17 +134,18 @@ def test_the_trainer_learns_logs_and_resumes_exactly(fashion, tmp_path):
     assert record["losses"][-1] < record["losses"][0] / 5 and record["images_per_second"] > 0 and not whole.training
     assert ("test model", "trained here (test preset, 20 steps)") in SOURCES_USED
     checkpoint, interrupted = tmp_path / "run.safetensors", new_model()
-    assert train(interrupted, brightness_loss, epoch_batches(images, None, 64), RUN, checkpoint=checkpoint, max_steps=13,
-                 progress=False)["step"] == 13  # stopped mid-epoch
-    resumed = train(interrupted, brightness_loss, epoch_batches(images, None, 64), RUN, checkpoint=checkpoint, progress=False,
-                    what="resumed model")
+    assert train(interrupted, brightness_loss, epoch_batches(images, None, 64), RUN, checkpoint=checkpoint,
+                 max_steps=13, progress=False)["step"] == 13  # stopped mid-epoch
+    resumed = train(interrupted, brightness_loss, epoch_batches(images, None, 64), RUN, checkpoint=checkpoint,
+                    progress=False, what="resumed model")
     assert resumed["losses"] == record["losses"] and torch.equal(interrupted.weight, whole.weight)
-    again = train(interrupted, brightness_loss, epoch_batches(images, None, 64), RUN, checkpoint=checkpoint, progress=False,
-                  what="finished model")
-    assert again["step"] == 20 and ("finished model", "trained earlier here (test preset, loaded from run.safetensors)") in SOURCES_USED
+    again = train(interrupted, brightness_loss, epoch_batches(images, None, 64), RUN, checkpoint=checkpoint,
+                  progress=False, what="finished model")
+    assert again["step"] == 20
+    assert ("finished model", "trained earlier here (test preset, loaded from run.safetensors)") in SOURCES_USED
     with pytest.raises(ValueError, match="was written by another run"):
-        train(new_model(), brightness_loss, epoch_batches(images, None, 64), RUN | {"learning_rate": 0.1}, checkpoint=checkpoint,
-              progress=False)
+        train(new_model(), brightness_loss, epoch_batches(images, None, 64), RUN | {"learning_rate": 0.1},
+              checkpoint=checkpoint, progress=False)
 
 
 def test_the_trainer_checks_its_run_and_runs_bf16(fashion):
@@ -148,7 +153,8 @@ def test_the_trainer_checks_its_run_and_runs_bf16(fashion):
     with pytest.raises(ValueError, match="`run` lacks steps_per_epoch"):
         train(new_model(), brightness_loss, epoch_batches(images, None, 64), {"epochs": 1}, progress=False)
     with pytest.raises(ValueError, match="`mixed_precision` must be one of"):
-        train(new_model(), brightness_loss, epoch_batches(images, None, 64), RUN | {"mixed_precision": "fp8"}, progress=False)
+        train(new_model(), brightness_loss, epoch_batches(images, None, 64), RUN | {"mixed_precision": "fp8"},
+              progress=False)
     record = train(new_model(), brightness_loss, epoch_batches(images, None, 64), RUN | {"mixed_precision": "bf16"},
                    max_steps=5, progress=False)
     assert record["step"] == 5 and all(torch.isfinite(torch.tensor(record["losses"])))

@@ -34,8 +34,9 @@ def test_lowest_file_pins_every_declared_lower_bound_exactly():
 
 
 def test_the_lowest_bounds_are_read_from_pyproject(tmp_path):
-    (tmp_path / "pyproject.toml").write_text('[project]\ndependencies = ["torch>=2.4", "Foo_Bar[x]>=1.2,<2 ; python_version>\'3\'",'
-                                              ' "baz<3", "qux"]\n[project.optional-dependencies]\ntest = ["pytest>=8"]\n')
+    (tmp_path / "pyproject.toml").write_text('[project]\ndependencies = ["torch>=2.4", '
+                                              '"Foo_Bar[x]>=1.2,<2 ; python_version>\'3\'", "baz<3", "qux"]\n'
+                                              '[project.optional-dependencies]\ntest = ["pytest>=8"]\n')
     assert declared_floors(tmp_path / "pyproject.toml") == {"foo-bar": "1.2", "pytest": "8"}  # torch left out
 
 
@@ -49,14 +50,15 @@ def test_a_library_upgraded_after_its_import_is_named_as_stale(monkeypatch):
     installed = versions.installed_version("diffusers")
     monkeypatch.setitem(sys.modules, "diffusers", types.SimpleNamespace(__version__="0.1.0"))
     problems = versions.version_problems()
-    assert problems == [f"diffusers 0.1.0 is loaded but {installed} is installed (pip ran after it was imported): restart "
-                        "the kernel (Colab: Runtime > Restart session) and run the notebook again."]
+    assert problems == [f"diffusers 0.1.0 is loaded but {installed} is installed (pip ran after it was imported): "
+                        "restart the kernel (Colab: Runtime > Restart session) and run the notebook again."]
 
 
 def test_a_local_build_tag_is_not_a_stale_module():
     "PyPI's CUDA torch: `torch.__version__` 2.11.0+cu130, metadata 2.11.0 (seen on the GPU machine); the same build."
     assert versions.stale_problem("torch", "2.11.0+cu130", "2.11.0") is None
-    assert versions.stale_problem("torch", "2.10.0+cu130", "2.11.0").startswith("torch 2.10.0+cu130 is loaded but 2.11.0")
+    stale = versions.stale_problem("torch", "2.10.0+cu130", "2.11.0")
+    assert stale.startswith("torch 2.10.0+cu130 is loaded but 2.11.0")
 
 
 def fake_distribution(folder: Path, name: str, version: str):
@@ -68,7 +70,8 @@ def fake_distribution(folder: Path, name: str, version: str):
 
 def import_course_lib(pythonpath: Path | None = None) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())} | ({"PYTHONPATH": str(pythonpath)} if pythonpath else {})
-    return subprocess.run([sys.executable, "-c", "import course_lib"], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-c", "import course_lib"], capture_output=True, text=True, env=env,
+                          timeout=120)
 
 
 def test_importing_course_lib_warns_once_naming_a_library_outside_its_range(tmp_path):
@@ -79,8 +82,8 @@ def test_importing_course_lib_warns_once_naming_a_library_outside_its_range(tmp_
     assert result.returncode == 0, result.stderr
     declared = next(r for r in versions.declared_requirements() if r.name == "diffusers").specifier
     assert result.stderr.splitlines() == [
-        f"course_lib:0: DependencyWarning: diffusers 0.30.0 is outside the range course_lib is tested with ({declared}): "
-        f"pip install -U 'diffusers{declared}', then restart the kernel."]
+        f"course_lib:0: DependencyWarning: diffusers 0.30.0 is outside the range course_lib is tested with "
+        f"({declared}): pip install -U 'diffusers{declared}', then restart the kernel."]
 
 
 @pytest.mark.parametrize("installed, expected", [(None, "transformers is not installed"), ("5.6.0", None),

@@ -13,12 +13,14 @@ def pipe(bpe_path): return tiny_sd_pipeline(seed=0, tokenizer=clip_tokenizer_fro
 
 @pytest.fixture(params=[False, True], ids=["plain", "fast"])
 def explorer(pipe, request):
-    "A panel on the plain path and one on the fast path (on a CPU: channels_last, no compiler), for every behaviour test."
+    """A panel on the plain path and one on the fast path (on a CPU: channels_last, no compiler), for every behaviour
+    test."""
     return guidance_explorer(pipe, "a red cube", seed=3, num_inference_steps=4, fast=request.param, **SIZE)
 
 
 def test_first_image_is_generate_output(pipe, explorer):
-    expected = generate(pipe, "a red cube", seed=3, num_inference_steps=4, progress=False, fast=explorer.fast, **SIZE)[0]
+    expected = generate(pipe, "a red cube", seed=3, num_inference_steps=4, progress=False, fast=explorer.fast,
+                        **SIZE)[0]
     assert explorer.image.value == png_bytes(expected)
     assert (explorer.draws, explorer.encodes) == (1, 1)
     assert "guidance 7.5 · seed 3 · 4 steps" in explorer.status.value and " s per image" in explorer.status.value
@@ -105,7 +107,8 @@ def test_truncation_warning_is_shown(explorer):
 
 def test_slider_range_and_release_only(explorer):
     guidance = explorer.controls["guidance"]
-    assert (guidance.min, guidance.max, guidance.step) == (GUIDANCE_RANGE["min"], GUIDANCE_RANGE["max"], 0.5) == (0, 15, 0.5)
+    assert ((guidance.min, guidance.max, guidance.step) == (GUIDANCE_RANGE["min"], GUIDANCE_RANGE["max"], 0.5)
+            == (0, 15, 0.5))
     assert not any(explorer.controls[k].continuous_update for k in ("prompt", "negative", "guidance", "steps"))
 
 

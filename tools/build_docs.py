@@ -2,13 +2,14 @@
 
     python tools/build_docs.py [--notebooks output/notebooks] [--out _docs]
 
-Pages, in the README's reading order: the README as the home page, the chapters, the foundation (00_*) as reference, then one API
-reference page per module, written by Sphinx's autodoc from the docstrings of everything in its `__all__`. Search comes
-with the theme. The notebooks are taken as executed (nothing is run again); nbdev's `#|` directives are stripped the way
-nbdev does (fastcore's `remove_directives`), and the cells nbdev hides from its docs (`#| hide`, `#| default_exp`) are
-left out. Every Sphinx warning, a broken link between pages included, fails the build. The site: <out>/html/index.html.
+Pages, in the README's reading order: the README as the home page, the chapters, the foundation (00_*) as reference,
+then one API reference page per module, written by Sphinx's autodoc from the docstrings of everything in its `__all__`.
+Search comes with the theme. The notebooks are taken as executed (nothing is run again); nbdev's `#|` directives are
+stripped the way nbdev does (fastcore's `remove_directives`), and the cells nbdev hides from its docs (`#| hide`,
+`#| default_exp`) are left out. Every Sphinx warning, a broken link between pages included, fails the build. The site:
+<out>/html/index.html.
 """
-import argparse, json, shutil, subprocess, sys, time, tomllib
+import argparse, json, re, shutil, subprocess, sys, time, tomllib
 from pathlib import Path
 
 from fastcore.nbio import read_nb, write_nb
@@ -20,7 +21,8 @@ HIDDEN = {"hide", "default_exp"}  # what nbdev leaves out of its docs
 def notebook_module(path: Path) -> str | None:
     "The module a notebook exports (its `#| default_exp`), or None."
     for cell in read_nb(path).cells:
-        if cell.cell_type == "code" and "default_exp" in cell.directives: return cell.directives["default_exp"].split()[0]
+        if cell.cell_type == "code" and "default_exp" in cell.directives:
+            return cell.directives["default_exp"].split()[0]
     return None
 
 
@@ -28,7 +30,8 @@ def docs_notebook(executed: Path, dest: Path):
     "Copy an executed notebook for the docs: directives stripped, hidden cells left out; refuse one that failed."
     nb = read_nb(executed)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    if errors: raise SystemExit(f"{executed.name} failed when it was executed ({errors[0]['ename']}): run `make demo` again")
+    if errors:
+        raise SystemExit(f"{executed.name} failed when it was executed ({errors[0]['ename']}): run `make demo` again")
     kept = []
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -60,18 +63,28 @@ def book_config(title: str, repository: str) -> str:
         indent=1)
 
 
+def reading_order(sources: list[Path]) -> list[Path]:
+    """The chapters by name, then the foundation in the order of the README's table (nbs/index.ipynb), as the README
+    reads."""
+    index = "".join("".join(c["source"]) for c in json.loads((ROOT / "nbs" / "index.ipynb").read_text())["cells"])
+    table = re.findall(r"^\| `(00_\w+)` \|", index, re.M)
+    rank = lambda p: (p.name.startswith("00_"), table.index(p.stem) if p.stem in table else len(table), p.name)
+    return sorted(sources, key=rank)
+
+
 def build(notebooks: Path, out: Path) -> Path:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     src = out / "src"
     shutil.rmtree(src, ignore_errors=True); (src / "api").mkdir(parents=True)
     (src / "index.md").write_text((ROOT / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
-    sources = sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
+    sources = reading_order(sorted((ROOT / "nbs").glob("[0-9]*.ipynb")))
     missing = [p.name for p in sources if not (notebooks / p.name).exists()]
     if missing: raise SystemExit(f"No executed copy of {', '.join(missing)} in {notebooks}: run `make demo` first")
     parts = {"The chapters (start here)": [], "The foundation (reference)": [], "API reference": []}
     for path in sources:
         docs_notebook(notebooks / path.name, src / path.name)
-        parts["The foundation (reference)" if path.name.startswith("00_") else "The chapters (start here)"].append(path.stem)
+        part = "The foundation (reference)" if path.name.startswith("00_") else "The chapters (start here)"
+        parts[part].append(path.stem)
         if module := notebook_module(path):
             (src / "api" / f"{module}.md").write_text(
                 f"# course_lib.{module}\n\nFrom the notebook [{path.stem}](../{path.name}).\n\n"
@@ -81,7 +94,8 @@ def build(notebooks: Path, out: Path) -> Path:
     for caption, files in parts.items():
         toc += [f"- caption: {caption}", "  chapters:"] + [f"  - file: {f}" for f in files]
     (src / "_toc.yml").write_text("\n".join(toc) + "\n")
-    (src / "_config.yml").write_text(book_config(project["tool"]["nbdev"]["title"], project["project"]["urls"]["Repository"]))
+    (src / "_config.yml").write_text(book_config(project["tool"]["nbdev"]["title"],
+                                                 project["project"]["urls"]["Repository"]))
     shutil.rmtree(out / "html", ignore_errors=True)
     build_dir = out / "build"
     command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(src), "--path-output", str(build_dir),
@@ -96,12 +110,14 @@ def build(notebooks: Path, out: Path) -> Path:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--notebooks", default=str(ROOT / "output" / "notebooks"), help="the executed notebooks (make demo)")
+    parser.add_argument("--notebooks", default=str(ROOT / "output" / "notebooks"),
+                        help="the executed notebooks (make demo)")
     parser.add_argument("--out", default=str(ROOT / "_docs"))
     args = parser.parse_args()
     start = time.perf_counter()
     site = build(Path(args.notebooks).resolve(), Path(args.out).resolve())
-    pages = sorted(p.relative_to(site) for p in site.rglob("*.html") if p.parent.name != "_static" and p.name not in ("genindex.html", "search.html"))
+    pages = sorted(p.relative_to(site) for p in site.rglob("*.html")
+                   if p.parent.name != "_static" and p.name not in ("genindex.html", "search.html"))
     print(f"Docs site: {site / 'index.html'} ({len(pages)} pages, built in {time.perf_counter() - start:.0f} s)")
     return 0
 

@@ -1,6 +1,7 @@
 """Make the course's notebooks Colab-ready, from one setting: the `Repository` URL in pyproject.toml's [project.urls].
 
-    python tools/colab.py          # write the badge and the install cell into nbs/[0-9]*.ipynb, and README's Colab line
+    python tools/colab.py          # write the badge and the install cell into nbs/[0-9]*.ipynb, and README's Colab
+                                   # line
     python tools/colab.py --check  # exit 1 naming each notebook that is not Colab-ready or is out of date (`make test`)
 
 Each numbered notebook gets, right after its title cell, an "Open in Colab" badge (a markdown cell) and an install
@@ -33,7 +34,8 @@ def badge_source(url: str, notebook: str) -> str:
 def install_source(url: str) -> str:
     "The install cell: a no-op outside Colab."
     return ("# On Colab only: install course_lib. pip keeps Colab's own libraries (its CUDA torch too) where they fit\n"
-            "# course_lib's ranges and upgrades the rest; `import course_lib` names any still out of range. Elsewhere: nothing.\n"
+            "# course_lib's ranges and upgrades the rest; `import course_lib` names any still out of range. "
+            "Elsewhere: nothing.\n"
             "import sys\n"
             "if \"google.colab\" in sys.modules:\n"
             f"    %pip install -q \"course_lib[notebooks] @ git+{url}\"")
@@ -41,12 +43,17 @@ def install_source(url: str) -> str:
 
 def colab_paragraph(url: str) -> str:
     "README's Colab paragraph (in nbs/index.ipynb)."
-    return ("**Colab**: every notebook opens in Colab from the \"Open in Colab\" badge under its title; its first code cell\n"
+    return ("**Colab**: every notebook opens in Colab from the \"Open in Colab\" badge under its title; "
+            "its first code cell\n"
             f"installs the course there (`%pip install -q \"course_lib[notebooks] @ git+{url}\"`) and does nothing\n"
-            "anywhere else. Colab's own CUDA torch is kept: the package asks for `torch>=2.4` and never for torchvision.\n"
-            "**Which versions a Colab runtime gets**: its own wherever they fit the ranges in `pyproject.toml`, the newest\n"
-            "in range where they do not (pip upgrades them). Each range is tested at both ends: `make test` at the lock\n"
-            "(`requirements/constraints.txt`), `make test-lowest` at every lower bound (`requirements/lowest.txt`; the\n"
+            "anywhere else. Colab's own CUDA torch is kept: the package asks for `torch>=2.4` "
+            "and never for torchvision.\n"
+            "**Which versions a Colab runtime gets**: its own wherever they fit the ranges in `pyproject.toml`, "
+            "the newest\n"
+            "in range where they do not (pip upgrades them). Each range is tested at both ends: "
+            "`make test` at the lock\n"
+            "(`requirements/constraints.txt`), `make test-lowest` at every lower bound "
+            "(`requirements/lowest.txt`; the\n"
             "comment beside each bound says what broke below it). `import course_lib` checks what is installed and\n"
             "names each library outside its range in one warning line, or one that pip upgraded after the kernel had\n"
             "imported it (then restart the session); `course_lib.versions.version_table()` lists them all. ")
@@ -54,14 +61,16 @@ def colab_paragraph(url: str) -> str:
 
 def cell(kind: str, cell_id: str, source: str) -> dict:
     lines = source.split("\n")
-    c = {"cell_type": kind, "id": cell_id, "metadata": {}, "source": [l + "\n" for l in lines[:-1]] + [lines[-1]]}
+    c = {"cell_type": kind, "id": cell_id, "metadata": {},
+         "source": [line + "\n" for line in lines[:-1]] + [lines[-1]]}
     return c | ({"execution_count": None, "outputs": []} if kind == "code" else {})
 
 
 def colab_ready(nb: dict, notebook: str, url: str) -> dict:
     "`nb` with its badge and install cell (re)written right after the title cell; everything else as it was."
     cells = [c for c in nb["cells"] if c.get("id") not in (BADGE_ID, INSTALL_ID)]
-    title = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "".join(c["source"]).startswith("# "))
+    title = next(i for i, c in enumerate(cells)
+                 if c["cell_type"] == "markdown" and "".join(c["source"]).startswith("# "))
     cells[title + 1:title + 1] = [cell("markdown", BADGE_ID, badge_source(url, notebook)),
                                   cell("code", INSTALL_ID, install_source(url))]
     return nb | {"cells": cells}

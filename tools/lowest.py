@@ -1,9 +1,9 @@
 """The lowest versions course_lib declares, as pins: one `name==version` line per `>=` bound in pyproject.toml's
 dependencies and its `test` extra (torch left out: the tests use the lock's torch, see the Makefile).
 
-    python tools/lowest.py            # print the pins
-    make lock-lowest                  # install them (the rest at its newest) in a venv of their own -> requirements/lowest.txt
-    make test-lowest                  # install requirements/lowest.txt in .venv-lowest and run the library's tests
+    python tools/lowest.py  # print the pins
+    make lock-lowest        # install them (the rest at its newest) in a venv of their own -> requirements/lowest.txt
+    make test-lowest        # install requirements/lowest.txt in .venv-lowest and run the library's tests
 
 tests/test_versions.py checks that requirements/lowest.txt pins every one of these at exactly its declared bound.
 """

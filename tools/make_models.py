@@ -4,10 +4,12 @@
 
 `make models` runs this. Each model is trained from scratch by its chapter's own function with the named preset (the
 cpu presets by default, about three quarters of an hour on 2 CPU cores; on a GPU pass --preset gpu): chapter 1's
-class-conditioned UNet, chapter 1b's judge, chapter 2's Fashion VAE and its latent UNet, chapter 3's CLIP towers, chapter 5's own Stable Diffusion (its colour VAE and UNet; its text encoder is the CLIP towers' text
-tower). --cache-dir names where the colour judges used for measuring are kept (default: a fresh folder). Each goes to <out>/<name>/ in fp16 safetensors as a `save_pretrained` folder, with
-`course_model.json` (preset, steps, seconds, device, data fingerprint, figures) and a model card, README.md. The
-figures measured on each model are printed and written to the card.
+class-conditioned UNet, chapter 1b's judge, chapter 2's Fashion VAE and its latent UNet, chapter 3's CLIP towers,
+chapter 5's own Stable Diffusion (its colour VAE and UNet; its text encoder is the CLIP towers' text tower).
+--cache-dir names where the colour judges used for measuring are kept (default: a fresh folder). Each goes to
+<out>/<name>/ in fp16 safetensors as a `save_pretrained` folder, with `course_model.json` (preset, steps, seconds,
+device, data fingerprint, figures) and a model card, README.md. The figures measured on each model are printed and
+written to the card.
 """
 import argparse, json, os, platform, shutil, sys, tempfile, time
 from pathlib import Path
@@ -45,7 +47,8 @@ USAGES = {  # the card's "Load it with" code of each model
                    'model = load_course_model("latent-unet", UNet2DModel)',
     "clip-towers": 'from transformers import CLIPModel\nfrom course_lib.models import load_course_model\n'
                    'towers = load_course_model("clip-towers", CLIPModel)',
-    "own-sd": "from course_lib.own_sd import shipped_own_sd\npipe = shipped_own_sd()  # its text encoder: clip-towers' text tower"}
+    "own-sd": "from course_lib.own_sd import shipped_own_sd\n"
+              "pipe = shipped_own_sd()  # its text encoder: clip-towers' text tower"}
 
 
 def device_name() -> str:
@@ -108,19 +111,22 @@ def own_sd_figures(pipe, colour_test: dict, seconds: float, cache_dir=None) -> d
     samples = generate(pipe, list(requests["prompt"]), guidance_scale=3.0, num_inference_steps=30, output_type="pt",
                        generator=[torch.Generator().manual_seed(i) for i in range(100)], progress=False)
     hits = attribute_hits(samples, requests, judges).mean()
-    return {"held-out PSNR of the colour VAE (2,000 test garments)": f"{vae_psnr(pipe.vae, colour_test['images'][:2000]):.2f} dB",
+    psnr = vae_psnr(pipe.vae, colour_test['images'][:2000])
+    return {"held-out PSNR of the colour VAE (2,000 test garments)": f"{psnr:.2f} dB",
             "training time, VAE + CLIP + UNet": f"{seconds / 60:.1f} min",
             **{f"{k} accuracy at guidance 3 (100 held-out prompts, DDIM 30; class by the shipped judge, pattern by its "
                f"recipe trained on patterns, colour measured)": f"{v:.0%}" for k, v in hits.items()}}
 
 
 def as_shipped(model):
-    "`model` with its weights rounded to fp16 and back: what its card measures is what ships (in fp16), not the fp32 run."
+    """`model` with its weights rounded to fp16 and back: what its card measures is what ships (in fp16), not the fp32
+    run."""
     return model.to(torch.float16).float()
 
 
 def judge_figures(judge, test_images, test_labels) -> dict:
-    accuracy = class_accuracy(judge, torch.nn.functional.pad(test_images[:, None], (2, 2, 2, 2)).float() / 255, test_labels)
+    accuracy = class_accuracy(judge, torch.nn.functional.pad(test_images[:, None], (2, 2, 2, 2)).float() / 255,
+                              test_labels)
     return {"test accuracy (10,000 held-out images)": f"{accuracy:.2%}"}
 
 
@@ -143,14 +149,17 @@ def remeasure(out: Path, names: list, cache_dir=None):
         facts = json.loads((folder / "course_model.json").read_text())
         if name == "judge": figures = judge_figures(shipped_judge(), *fashion_test)
         elif name == "class-unet": figures = class_unet_figures(load_course_model(name, UNet2DModel), shipped_judge())
-        elif name == "fashion-vae": figures = fashion_vae_figures(load_course_model(name, AutoencoderKL), fashion_test[0])
+        elif name == "fashion-vae":
+            figures = fashion_vae_figures(load_course_model(name, AutoencoderKL), fashion_test[0])
         elif name == "latent-unet":
-            figures = latent_unet_figures(load_course_model(name, UNet2DModel), load_course_model("fashion-vae", AutoencoderKL),
-                                          shipped_judge())
+            figures = latent_unet_figures(load_course_model(name, UNet2DModel),
+                                          load_course_model("fashion-vae", AutoencoderKL), shipped_judge())
         elif name == "clip-towers":
             figures = clip_towers_figures(load_course_model(name, CLIPModel), load_clip_tokenizer(verbose=False),
                                           colour_tensors(load_colour_fashion("test")))
-        else: figures = own_sd_figures(shipped_own_sd(), colour_tensors(load_colour_fashion("test")), facts["seconds"], cache_dir)
+        else:
+            figures = own_sd_figures(shipped_own_sd(), colour_tensors(load_colour_fashion("test")), facts["seconds"],
+                                     cache_dir)
         write_card(folder, {"usage": USAGES[name]} | facts | {"figures": figures})
 
 
@@ -158,19 +167,21 @@ def class_unet_figures(model, judge, n_per_class: int = 50) -> dict:
     "What the card of class-unet reports: the judge's class accuracy on its samples at guidance 1 and 3 (DDIM 50)."
     figures, labels = {}, torch.arange(10).repeat_interleave(n_per_class)
     for scale in (1, 3):
-        samples = generate_from_class(model, make_scheduler("ddim"), list(range(10)), n_per_class, guidance_scale=scale,
-                                      num_inference_steps=50, generator=torch.Generator().manual_seed(0), progress=False)
+        samples = generate_from_class(model, make_scheduler("ddim"), list(range(10)), n_per_class,
+                                      guidance_scale=scale, num_inference_steps=50,
+                                      generator=torch.Generator().manual_seed(0), progress=False)
         figures[f"class accuracy at guidance {scale} ({10 * n_per_class} samples, DDIM 50, by the shipped judge)"] = \
             f"{class_accuracy(judge, samples, labels):.1%}"
     return figures
 
 
 def latent_unet_figures(model, vae, judge, n_per_class: int = 50) -> dict:
-    "What the card of latent-unet reports: the judge's class accuracy on its decoded samples at guidance 3, as class-unet's."
+    """What the card of latent-unet reports: the judge's class accuracy on its decoded samples at guidance 3, as
+    class-unet's."""
     labels = torch.arange(10).repeat_interleave(n_per_class)
-    samples = generate_latent_class(model, vae, make_scheduler("ddim", clip_sample=False), list(range(10)), n_per_class,
-                                    guidance_scale=3, num_inference_steps=50, generator=torch.Generator().manual_seed(0),
-                                    progress=False)
+    samples = generate_latent_class(model, vae, make_scheduler("ddim", clip_sample=False), list(range(10)),
+                                    n_per_class, guidance_scale=3, num_inference_steps=50,
+                                    generator=torch.Generator().manual_seed(0), progress=False)
     return {f"class accuracy at guidance 3 ({10 * n_per_class} decoded samples, DDIM 50, by the shipped judge)":
             f"{class_accuracy(judge, samples, labels):.1%}"}
 
@@ -197,7 +208,8 @@ def main():
     parser.add_argument("--only", nargs="*", choices=list(COURSE_MODELS), default=list(COURSE_MODELS))
     parser.add_argument("--out", default=str(PRETRAINED_DIR))
     parser.add_argument("--remeasure", nargs="+", choices=list(COURSE_MODELS), metavar="NAME",
-                        help="measure these shipped models again, from their fp16 weights, and rewrite their cards' figures")
+                        help="measure these shipped models again, from their fp16 weights, "
+                             "and rewrite their cards' figures")
     args = parser.parse_args()
     if args.remeasure: return remeasure(Path(args.out), args.remeasure, args.cache_dir)
     cache_dir, out, preset = args.cache_dir or tempfile.mkdtemp(prefix="make-models-"), Path(args.out), args.preset
@@ -208,28 +220,33 @@ def main():
     if {"judge", "class-unet", "fashion-vae", "latent-unet"} & set(args.only):
         train_images, train_labels = fashion_tensors(load_fashion_mnist("train", verbose=False))
         test_images, test_labels = fashion_tensors(load_fashion_mnist("test", verbose=False))
-        fashion_data = (f"course_lib's offline Fashion-like set ({settings.data_source} source), 60,000 training images, "
-                        f"fingerprint {data_fingerprint(train_images, train_labels)}")
+        fashion_data = (f"course_lib's offline Fashion-like set ({settings.data_source} source), "
+                        f"60,000 training images, fingerprint {data_fingerprint(train_images, train_labels)}")
     if "judge" in args.only:
         start = time.perf_counter()
         judge = train_classifier(train_images, train_labels, seed=0, device=device, progress=False)
         seconds = time.perf_counter() - start
-        write_model(out, "judge", half(judge), dict(preset="default", recipe=dict(epochs=2, batch_size=128, learning_rate=3e-3, seed=0),
-                    steps=2 * -(-len(train_images) // 128), seconds=seconds, device=where, data=fashion_data,
-                    figures=judge_figures(as_shipped(judge), test_images, test_labels)))
+        write_model(out, "judge", half(judge),
+                    dict(preset="default", recipe=dict(epochs=2, batch_size=128, learning_rate=3e-3, seed=0),
+                         steps=2 * -(-len(train_images) // 128), seconds=seconds, device=where, data=fashion_data,
+                         figures=judge_figures(as_shipped(judge), test_images, test_labels)))
         judge = judge.float()
     if "class-unet" in args.only:
         model = make_class_unet(preset)
-        record = train_class_conditioned(model, train_images, train_labels, preset, device=device, progress=False, what="class UNet")
-        write_model(out, "class-unet", half(model), dict(preset=preset, recipe=class_run_settings(preset, train_images), steps=record["step"],
-                    seconds=record["seconds"], device=where, data=fashion_data,
-                    figures=class_unet_figures(as_shipped(model), shipped_judge() if "judge" not in args.only else judge)))
+        record = train_class_conditioned(model, train_images, train_labels, preset, device=device, progress=False,
+                                         what="class UNet")
+        write_model(out, "class-unet", half(model),
+                    dict(preset=preset, recipe=class_run_settings(preset, train_images), steps=record["step"],
+                         seconds=record["seconds"], device=where, data=fashion_data,
+                         figures=class_unet_figures(as_shipped(model),
+                                                    shipped_judge() if "judge" not in args.only else judge)))
     if "fashion-vae" in args.only:
         vae = make_fashion_vae(preset)
         record = train_vae(vae, train_images, preset, device=device, progress=False)
-        write_model(out, "fashion-vae", half(vae), dict(preset=preset, recipe=preset_values(preset, "vae"), steps=record["step"],
-                    seconds=record["seconds"], device=where, data=fashion_data,
-                    figures=fashion_vae_figures(as_shipped(vae), test_images)))
+        write_model(out, "fashion-vae", half(vae),
+                    dict(preset=preset, recipe=preset_values(preset, "vae"), steps=record["step"],
+                         seconds=record["seconds"], device=where, data=fashion_data,
+                         figures=fashion_vae_figures(as_shipped(vae), test_images)))
     if "latent-unet" in args.only:  # on the latents of the Fashion VAE trained above, or of the shipped one
         vae = vae.float() if "fashion-vae" in args.only else load_course_model("fashion-vae", AutoencoderKL)
         start = time.perf_counter()
@@ -237,40 +254,53 @@ def main():
         encoding = time.perf_counter() - start
         latent_run = settings.preset(preset, "latent")
         model = make_latent_unet(vae, latent_run)
-        record = train_class_conditioned(model, latents, train_labels, latent_run, device=device, progress=False, what="latent UNet")
-        write_model(out, "latent-unet", half(model), dict(preset=preset, recipe=class_run_settings(latent_run, latents) | {"preset": preset},
-                    steps=record["step"], seconds=record["seconds"], device=where,
-                    data=f"{fashion_data}, encoded once by the Fashion VAE it ships with ({encoding:.0f} s, not counted above)",
-                    figures=latent_unet_figures(as_shipped(model), vae, shipped_judge() if "judge" not in args.only else judge)))
+        record = train_class_conditioned(model, latents, train_labels, latent_run, device=device, progress=False,
+                                         what="latent UNet")
+        write_model(out, "latent-unet", half(model),
+                    dict(preset=preset, recipe=class_run_settings(latent_run, latents) | {"preset": preset},
+                         steps=record["step"], seconds=record["seconds"], device=where,
+                         data=f"{fashion_data}, encoded once by the Fashion VAE it ships with "
+                              f"({encoding:.0f} s, not counted above)",
+                         figures=latent_unet_figures(as_shipped(model), vae,
+                                                     shipped_judge() if "judge" not in args.only else judge)))
     if {"clip-towers", "own-sd"} & set(args.only):
         tokenizer = load_clip_tokenizer(verbose=False)
-        colour_train, colour_test = colour_tensors(load_colour_fashion("train")), colour_tensors(load_colour_fashion("test"))
+        colour_train = colour_tensors(load_colour_fashion("train"))
+        colour_test = colour_tensors(load_colour_fashion("test"))
+        fingerprint = data_fingerprint(colour_train["images"], colour_train["label"], colour_train["colour"],
+                                       colour_train["pattern"])
         colour_data = (f"course_lib's colour garments (seed 0), 60,000 training images with captions, fingerprint "
-                       f"{data_fingerprint(colour_train['images'], colour_train['label'], colour_train['colour'], colour_train['pattern'])}")
+                       f"{fingerprint}")
         towers = make_clip_towers(preset)
         clip_record = train_clip_towers(towers, tokenizer, colour_train, preset, device=device, progress=False)
-        write_model(out, "clip-towers", half(towers), dict(preset=preset, recipe=preset_values(preset, "clip"), steps=clip_record["step"],
-                    seconds=clip_record["seconds"], device=where, data=colour_data,
-                    figures=clip_towers_figures(as_shipped(towers), tokenizer, colour_test)))
+        write_model(out, "clip-towers", half(towers),
+                    dict(preset=preset, recipe=preset_values(preset, "clip"), steps=clip_record["step"],
+                         seconds=clip_record["seconds"], device=where, data=colour_data,
+                         figures=clip_towers_figures(as_shipped(towers), tokenizer, colour_test)))
         towers = towers.float()
     if "own-sd" in args.only:
         vae = make_colour_vae(preset)
         vae_record = train_colour_vae(vae, colour_train["images"], preset, device=device, progress=False)
         text_encoder = text_tower(towers)
         unet = make_text_unet(text_encoder, vae, preset)
-        unet_record = train_text_unet(unet, vae, text_encoder, tokenizer, colour_train, preset, device=device, progress=False)
+        unet_record = train_text_unet(unet, vae, text_encoder, tokenizer, colour_train, preset, device=device,
+                                      progress=False)
         pipe = own_sd_pipeline(vae, text_encoder, tokenizer, unet)
         seconds = vae_record["seconds"] + clip_record["seconds"] + unet_record["seconds"]
         bare = StableDiffusionPipeline(vae=vae, unet=unet, scheduler=pipe.scheduler, text_encoder=None, tokenizer=None,
                                        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-        write_model(out, "own-sd", half(bare), dict(preset=preset, recipe={f: preset_values(preset, f) for f in ("colour_vae", "text_unet")},
-                    steps=unet_record["step"], seconds=seconds, device=where, data=colour_data,
-                    parts={"colour VAE": dict(steps=vae_record["step"], seconds=round(vae_record["seconds"])),
-                           "CLIP towers (text encoder)": dict(steps=clip_record["step"], seconds=round(clip_record["seconds"])),
-                           "UNet": dict(steps=unet_record["step"], seconds=round(unet_record["seconds"]))},
-                    figures=own_sd_figures(pipe, colour_test, seconds, cache_dir)))
-    total = sum(f.stat().st_size for name in COURSE_MODELS for f in (out / name).rglob("*") if f.is_file() and (out / name).exists())
-    print(f"\nall shipped models: {total / 1e6:.1f} MB in {out}; this run took {(time.perf_counter() - start_all) / 60:.1f} min")
+        write_model(out, "own-sd", half(bare),
+                    dict(preset=preset, recipe={f: preset_values(preset, f) for f in ("colour_vae", "text_unet")},
+                         steps=unet_record["step"], seconds=seconds, device=where, data=colour_data,
+                         parts={"colour VAE": dict(steps=vae_record["step"], seconds=round(vae_record["seconds"])),
+                                "CLIP towers (text encoder)": dict(steps=clip_record["step"],
+                                                                   seconds=round(clip_record["seconds"])),
+                                "UNet": dict(steps=unet_record["step"], seconds=round(unet_record["seconds"]))},
+                         figures=own_sd_figures(pipe, colour_test, seconds, cache_dir)))
+    total = sum(f.stat().st_size for name in COURSE_MODELS for f in (out / name).rglob("*")
+                if f.is_file() and (out / name).exists())
+    print(f"\nall shipped models: {total / 1e6:.1f} MB in {out}; "
+          f"this run took {(time.perf_counter() - start_all) / 60:.1f} min")
 
 
 if __name__ == "__main__":

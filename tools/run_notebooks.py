@@ -28,14 +28,15 @@ SKIP_FLAGS = {"notest", "slow", "gpu"} - set(os.environ.get("COURSE_RUN_FLAGS", 
 
 def skipped(cell) -> bool:
     "A code cell carrying one of the `#| notest/slow/gpu` flags that this run leaves out."
-    first_lines = [l.strip() for l in cell.source.splitlines() if l.strip().startswith("#|")]
+    first_lines = [line.strip() for line in cell.source.splitlines() if line.strip().startswith("#|")]
     return any(flag in SKIP_FLAGS for line in first_lines for flag in line[2:].split())
 
 
 def save_figures(nb, stem: str, folder: Path) -> int:
     "Write every PNG output of `nb` to `folder`/`stem`-NN.png (after removing an earlier run's); return how many."
     for old in folder.glob(f"{stem}-[0-9][0-9].png"): old.unlink()
-    pngs = [o["data"]["image/png"] for cell in nb.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+    pngs = [o["data"]["image/png"] for cell in nb.cells for o in cell.get("outputs", [])
+            if "image/png" in o.get("data", {})]
     for i, png in enumerate(pngs, 1): (folder / f"{stem}-{i:02d}.png").write_bytes(base64.b64decode(png))
     return len(pngs)
 
@@ -48,7 +49,8 @@ def without_progress_bars(text: str) -> str:
     "`text` of a stream output without tqdm's bars (each redraw a `\\r`-separated segment); every other line is kept."
     def rest(segment):  # a line printed right after a bar shares its segment: keep what follows the bar's "]"
         bar = PROGRESS_BAR.search(segment)
-        return segment if bar is None else segment[segment.find("]", bar.end()) + 1:] if "]" in segment[bar.end():] else ""
+        return (segment if bar is None else segment[segment.find("]", bar.end()) + 1:] if "]" in segment[bar.end():]
+                else "")
     lines = []
     for line in text.split("\n"):
         kept = [r for r in map(rest, line.split("\r")) if ANSI_ESCAPE.sub("", r).strip()]  # a bar leaves "\x1b[A" too
@@ -57,7 +59,8 @@ def without_progress_bars(text: str) -> str:
 
 
 def strip_progress_bars(nb):
-    "Remove progress bars from `nb`'s saved outputs: live they help, saved they are walls of text (the docs show these)."
+    """Remove progress bars from `nb`'s saved outputs: live they help, saved they are walls of text (the docs show
+    these)."""
     for cell in nb.cells:
         if cell.cell_type != "code": continue
         outputs = []
@@ -74,7 +77,8 @@ def failed_cell(nb) -> str:
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     for number, cell in enumerate(code_cells, 1):
         if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
-            first = next((l.strip() for l in cell.source.splitlines() if l.strip() and not l.lstrip().startswith("#")), "")
+            first = next((line.strip() for line in cell.source.splitlines()
+                          if line.strip() and not line.lstrip().startswith("#")), "")
             return f"cell {number} ({first[:60]}{'...' if len(first) > 60 else ''})"
     return "no cell (the run itself)"
 
@@ -84,7 +88,8 @@ def run_notebook(path: Path, out: Path, alone: Path | None = None) -> dict:
     save it and its figures under `out` whatever happens; return its summary row."""
     nb = read_nb(path)
     for cell in nb.cells:
-        if cell.cell_type == "code" and skipped(cell): cell.source = "# (skipped by tools/run_notebooks.py)\n" + cell.source
+        if cell.cell_type == "code" and skipped(cell):
+            cell.source = "# (skipped by tools/run_notebooks.py)\n" + cell.source
     if alone is not None:  # a fresh runtime's view: the notebook alone in an empty folder, course_lib not yet imported
         folder = alone / path.stem
         shutil.rmtree(folder, ignore_errors=True); folder.mkdir(parents=True)
@@ -113,23 +118,27 @@ def one_thread():
 
 
 def install_wheel(folder: Path) -> Path:
-    "Build course_lib's wheel from this checkout and install it, without its dependencies (they are here), into `folder`/site."
+    """Build course_lib's wheel from this checkout and install it, without its dependencies (they are here), into
+    `folder`/site."""
     def pip(*args):
         done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, cwd=folder)
         if done.returncode: sys.exit(f"pip {args[0]} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     leftovers = [p for p in (ROOT / "build", ROOT / "course_lib.egg-info") if not p.exists()]
     try: pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(folder / "dist"), str(ROOT))
-    finally:
-        for p in leftovers: shutil.rmtree(p, ignore_errors=True)  # setuptools builds in the checkout: leave it as it was
-    pip("install", "--no-deps", "--no-compile", "--target", str(folder / "site"), *map(str, (folder / "dist").glob("course_lib-*.whl")))
+    finally:  # setuptools builds in the checkout: leave it as it was
+        for p in leftovers: shutil.rmtree(p, ignore_errors=True)
+    pip("install", "--no-deps", "--no-compile", "--target", str(folder / "site"),
+        *map(str, (folder / "dist").glob("course_lib-*.whl")))
     return folder / "site"
 
 
 def use_only_the_wheel(site: Path):
-    """Put the installed wheel first on `sys.path` and nothing of the checkout on it (spawned workers inherit this path);
-    the editable install's finder comes after `sys.path` on `sys.meta_path`, so the wheel is what `import` finds."""
-    inside_checkout = lambda p: (Path(p or ".").resolve().is_relative_to(ROOT)  # the checkout, tools/ (this script)...
-                                 and not Path(p).resolve().is_relative_to(Path(sys.prefix).resolve()))  # ...but not .venv
+    """Put the installed wheel first on `sys.path` and nothing of the checkout on it (spawned workers inherit this
+    path); the editable install's finder comes after `sys.path` on `sys.meta_path`, so the wheel is what `import`
+    finds."""
+    # the checkout, tools/ (this script)... but not .venv
+    inside_checkout = lambda p: (Path(p or ".").resolve().is_relative_to(ROOT)
+                                 and not Path(p).resolve().is_relative_to(Path(sys.prefix).resolve()))
     sys.path[:] = [str(site)] + [p for p in sys.path if not inside_checkout(p)]
     os.chdir(site.parent)  # and no settings.ini of the checkout's above the working folder (workers start here too)
     import course_lib
@@ -138,7 +147,8 @@ def use_only_the_wheel(site: Path):
 
 
 def run_all(paths, out: Path, jobs: int, alone: Path | None = None):
-    "Yield each notebook's summary row as it finishes, `jobs` notebooks at a time (--alone: each in a process of its own)."
+    """Yield each notebook's summary row as it finishes, `jobs` notebooks at a time (--alone: each in a process of its
+    own)."""
     run = partial(run_notebook, out=out, alone=alone)
     if jobs <= 1 and alone is None:
         os.environ["IN_TEST"] = "1"
@@ -178,14 +188,16 @@ def main():
         atexit.register(shutil.rmtree, alone, True)  # the wheel and the notebooks' folders go, however the run ends
         start = time.perf_counter()
         use_only_the_wheel(install_wheel(alone))
-        print(f"--alone: course_lib's wheel installed apart in {time.perf_counter() - start:.0f} s ({alone / 'site'}); "
-              "each notebook runs alone in an empty folder", flush=True)
-    print(f"Running {len(paths)} notebooks headless (data source: {os.environ.get('COURSE_DATA_SOURCE') or 'settings.ini'}; "
+        print(f"--alone: course_lib's wheel installed apart in {time.perf_counter() - start:.0f} s "
+              f"({alone / 'site'}); each notebook runs alone in an empty folder", flush=True)
+    print(f"Running {len(paths)} notebooks headless "
+          f"(data source: {os.environ.get('COURSE_DATA_SOURCE') or 'settings.ini'}; "
           f"skipping cells flagged {', '.join(sorted(SKIP_FLAGS))})", flush=True)
     rows, start = [], time.perf_counter()
     for row in run_all(paths, out, args.jobs, alone):
         rows.append(row)
-        print(f"{row['notebook']}.ipynb: {row['result']} in {row['seconds']:.1f} s, {row['figures']} figure{'' if row['figures'] == 1 else 's'}"
+        print(f"{row['notebook']}.ipynb: {row['result']} in {row['seconds']:.1f} s, "
+              f"{row['figures']} figure{'' if row['figures'] == 1 else 's'}"
               + (f" -- {row['error']}" if row["error"] else ""), flush=True)
     wall = time.perf_counter() - start
     rows.sort(key=lambda r: [p.stem for p in paths].index(r["notebook"]))
