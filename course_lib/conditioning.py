@@ -57,7 +57,7 @@ NULL_CLASS = N_CLASSES  # the extra "no class" label that classifier-free guidan
 
 def make_class_unet(preset=None, num_class_embeds: int = N_CLASSES + 1, seed: int = 0, in_channels: int = 1,
                     sample_size: int = 32) -> UNet2DModel:
-    "The class UNet of `preset` (a name, a dict or None) for 1×32×32 images, or `in_channels`×`sample_size`² latents."
+    "The class UNet of `preset` (a name, a dict or None) for 1×32×32 images, or latents (`in_channels`, `sample_size`)."
     p = preset_values(preset)
     channels, down = tuple(p["block_out_channels"]), tuple(p["down_block_types"])
     if len(channels) != len(down):
