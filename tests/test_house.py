@@ -60,14 +60,15 @@ def test_every_public_function_is_shown_where_it_is_defined():
 
 
 def test_every_notebook_ends_with_what_you_learned_and_where_to_go_next():
+    "A summary after the notebook's last export cell (then, in a chapter, its exercises), and a last word on what next."
     bad = []
     for nb in NOTEBOOKS:
-        markdown = [src for kind, src in cells(nb) if kind == "markdown"]
-        ending = next((src for src in reversed(markdown) if re.search(r"^## (Summary|What you learned)", src, re.M)),
-                      "")
-        if not ending or markdown.index(ending) < len(markdown) - 2 or not re.search(r"\bnext\b", ending, re.I):
-            bad.append(nb.name)
-    assert not bad, f"notebooks without a closing summary and a next step among their last markdown cells: {bad}"
+        all_cells = cells(nb)
+        last_export = max(i for i, (kind, src) in enumerate(all_cells) if kind == "code" and "export" in flags(src))
+        tail = [src for kind, src in all_cells[last_export:] if kind == "markdown"]
+        summary = any(re.search(r"^## (Summary|What you learned)", src, re.M) for src in tail)
+        if not (summary and re.search(r"\bnext\b", tail[-1], re.I) and "](" in tail[-1]): bad.append(nb.name)
+    assert not bad, f"notebooks without a closing summary, or whose last markdown cell says nothing of what next: {bad}"
 
 
 def imports_of(path: Path) -> dict[str, list[str]]:
