@@ -35,7 +35,8 @@ class Feedback:
     def ok(self) -> bool: return self.status == "correct"
     def __repr__(self): return f"{STATUSES[self.status][0]} {self.message}"
     def _repr_html_(self):
-        return f'<pre style="color:{STATUSES[self.status][1]};white-space:pre-wrap">{escape(repr(self))}</pre>'
+        return (f'<div class="course-feedback" style="color:{STATUSES[self.status][1]};font-family:monospace">'
+                f'{escape(repr(self))}</div>')
 
 # %% ../nbs/00_exercises.ipynb #356aa1a1
 @dataclass

@@ -1,4 +1,5 @@
-"""The live panel of 04b in a real browser, and the docs site's figures: headless Chromium driven by Playwright.
+"""The live panel of 04b and an exercise of chapter 1 in a real browser, and the docs site's figures and exercises:
+headless Chromium driven by Playwright.
 
 Run alone with `pytest -m browser`. Needs Chromium (`apt-get install chromium`; `.ci/run` installs it) and, for the
 docs test, the site (`make docs`). Screenshots go to output/browser/, with `steps-<test>.json`: each step, the seconds
@@ -57,11 +58,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+EXERCISE_CELLS = ['from course_lib.exercises import exercise\nguidance = exercise("conditioning.guidance")\nguidance',
+                  "def guided(noise_uncond, noise_cond, scale):\n    ...  # your code\n\nguidance.check(guided)"]
+EXERCISE_NOTEBOOK = {"cells": [{"cell_type": "code", "execution_count": None, "id": f"cell{i}", "metadata": {},
+                                "outputs": [], "source": source} for i, source in enumerate(EXERCISE_CELLS)],
+                     "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+                     "nbformat": 4, "nbformat_minor": 5}  # chapter 1's second exercise, as the chapter shows it
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     "JupyterLab on a free port with a token, serving a copy of 04b (so running it never writes into nbs/)."
     root, state = tmp_path_factory.mktemp("lab"), tmp_path_factory.mktemp("lab-state")
     shutil.copy(ROOT / "nbs" / "04b_widgets.ipynb", root)
+    (root / "exercise.ipynb").write_text(json.dumps(EXERCISE_NOTEBOOK))
     port, token = free_port(), secrets.token_hex(16)
     news = state / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     news.parent.mkdir(parents=True); news.write_text(json.dumps({"fetchNews": "false"}))  # no "get notified?" toast
@@ -234,6 +244,51 @@ def test_live_panel_redraws_for_slider_seed_and_new_seed(page, lab):
     (SHOTS / "redraw_seconds.json").write_text(json.dumps(seconds))  # from the action to the new image on screen
 
 
+def answer_and_run(page, cell, code: str, expect: str, timeout_s: float = 60) -> str:
+    "Replace the code of `cell` as a learner types it, run it with Shift+Enter, wait for `expect` in its output."
+    editor = cell.locator(".cm-content")
+    editor.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text(code)  # as pasted: typed key by key, the editor would indent the body a second time
+    page.keyboard.press("Shift+Enter")
+    output = cell.locator(".jp-OutputArea-output")
+    page.wait_for_function("([cell, expect]) => cell.querySelector('.jp-OutputArea-output')"
+                           "?.innerText.includes(expect)", arg=[cell.element_handle(), expect],
+                           timeout=timeout_s * 1000)
+    return output.inner_text()
+
+
+def test_an_exercise_answers_a_wrong_answer_with_its_slip_then_a_right_one_in_green(page, lab):
+    url, token = lab
+    step = Steps("exercise")
+    with step("open the notebook, the kernel idle", 150):
+        page.goto(f"{url}/lab/tree/exercise.ipynb?token={token}", timeout=90_000)
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=90_000)
+        kernel_ready(page, step)
+    with step("Run All: the question shows, the stub is not attempted yet", 180):
+        run_all(page)
+        stub = page.locator(".jp-Notebook .jp-Cell").nth(1)
+        page.wait_for_function("cell => cell.querySelector('.jp-OutputArea-output')?.innerText"
+                               ".includes('not attempted yet')", arg=stub.element_handle(), timeout=180_000)
+        question = page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-OutputArea-output").inner_text()
+        assert "Exercise (write it): classifier-free guidance" in question and "hint 1" in question, question
+        page.screenshot(path=SHOTS / "exercise_stub.png")
+    with step("a wrong answer (the halves swapped) gets its slip's message", 60):
+        said = answer_and_run(page, stub, "def guided(noise_uncond, noise_cond, scale):\n"
+                              "    return noise_cond + scale * (noise_uncond - noise_cond)\n\nguidance.check(guided)",
+                              "the two halves are swapped")
+        assert said.startswith("✗"), said
+        page.screenshot(path=SHOTS / "exercise_wrong.png")
+    with step("the right answer: one line, in green", 60):
+        said = answer_and_run(page, stub, "def guided(noise_uncond, noise_cond, scale):\n"
+                              "    return noise_uncond + scale * (noise_cond - noise_uncond)\n\nguidance.check(guided)",
+                              "correct")
+        assert said.startswith("✓ correct: classifier-free guidance"), said
+        colour = stub.locator(".course-feedback").first.evaluate("e => getComputedStyle(e).color")
+        assert colour == "rgb(26, 127, 55)", colour  # STATUSES' green
+        page.screenshot(path=SHOTS / "exercise_right.png")
+
+
 @pytest.mark.parametrize("page_name, least", [("index", 0), ("01_conditioning", 5), ("05_own_sd", 5)])
 def test_docs_pages_load_with_their_figures(page, page_name, least):
     if not (SITE / "index.html").exists():
@@ -248,4 +303,10 @@ def test_docs_pages_load_with_their_figures(page, page_name, least):
         assert len(figures) >= least, figures
         assert [src for src, width in figures if not width] == []  # every figure loaded
         assert page.title() and "Stable Diffusion" in page.title()
+    if page_name == "01_conditioning":
+        with step("its exercises show their questions, the hints folded, no solution", 5):
+            folds = page.locator("article details")
+            assert folds.count() >= 6 and not folds.first.evaluate("d => d.open")
+            assert "Exercise (write it): the forward noising step" in page.locator("article").inner_text()
+            assert "alpha_bar.sqrt() * clean" not in page.content()  # the solution's code is nowhere on the page
     page.screenshot(path=SHOTS / f"docs_{page_name}.png")
