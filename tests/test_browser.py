@@ -263,14 +263,17 @@ def test_an_exercise_answers_a_wrong_answer_with_its_slip_then_a_right_one_in_gr
     step = Steps("exercise")
     with step("open the notebook, the kernel idle", 150):
         page.goto(f"{url}/lab/tree/exercise.ipynb?token={token}", timeout=90_000)
-        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=90_000)
+        # JupyterLab may reopen the live panel's notebook from the test before in another (hidden) tab: only the
+        # notebook on screen counts
+        cells = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell")
+        cells.first.wait_for(timeout=90_000)
         kernel_ready(page, step)
     with step("Run All: the question shows, the stub is not attempted yet", 180):
         run_all(page)
-        stub = page.locator(".jp-Notebook .jp-Cell").nth(1)
+        stub = cells.nth(1)
         page.wait_for_function("cell => cell.querySelector('.jp-OutputArea-output')?.innerText"
                                ".includes('not attempted yet')", arg=stub.element_handle(), timeout=180_000)
-        question = page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-OutputArea-output").inner_text()
+        question = cells.first.locator(".jp-OutputArea-output").inner_text()
         assert "Exercise (write it): classifier-free guidance" in question and "hint 1" in question, question
         page.screenshot(path=SHOTS / "exercise_stub.png")
     with step("a wrong answer (the halves swapped) gets its slip's message", 60):
