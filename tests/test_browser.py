@@ -66,12 +66,12 @@ EXERCISE_NOTEBOOK = {"cells": [{"cell_type": "code", "execution_count": None, "i
                      "nbformat": 4, "nbformat_minor": 5}  # chapter 1's second exercise, as the chapter shows it
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    "JupyterLab on a free port with a token, serving a copy of 04b (so running it never writes into nbs/)."
-    root, state = tmp_path_factory.mktemp("lab"), tmp_path_factory.mktemp("lab-state")
-    shutil.copy(ROOT / "nbs" / "04b_widgets.ipynb", root)
-    (root / "exercise.ipynb").write_text(json.dumps(EXERCISE_NOTEBOOK))
+@contextlib.contextmanager
+def jupyterlab(tmp_path_factory, name: str, notebooks: dict):
+    """JupyterLab on a free port with a token, serving `notebooks` ({file name: notebook JSON}) from a folder and a
+    state of its own: each test opens a fresh lab, so no lab reopens another test's notebook in a hidden tab."""
+    root, state = tmp_path_factory.mktemp(name), tmp_path_factory.mktemp(f"{name}-state")
+    for file_name, notebook in notebooks.items(): (root / file_name).write_text(json.dumps(notebook))
     port, token = free_port(), secrets.token_hex(16)
     news = state / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     news.parent.mkdir(parents=True); news.write_text(json.dumps({"fetchNews": "false"}))  # no "get notified?" toast
@@ -91,8 +91,8 @@ def lab(tmp_path_factory):
                f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
                "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     command += ["--allow-root"] if os.geteuid() == 0 else []
-    log = open(state / "jupyterlab.log", "w")
-    SERVER_LOGS.append(state / "jupyterlab.log")
+    log = open(state / f"{name}.log", "w")
+    SERVER_LOGS.append(state / f"{name}.log")
     server = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -100,10 +100,23 @@ def lab(tmp_path_factory):
             try:
                 if urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2).status == 200: break
             except OSError: time.sleep(0.5)
-        else: pytest.fail(f"JupyterLab did not start: {(state / 'jupyterlab.log').read_text()[-2000:]}")
+        else: pytest.fail(f"JupyterLab did not start: {(state / f'{name}.log').read_text()[-2000:]}")
         yield url, token
     finally:
         server.terminate(); server.wait(30); log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    "JupyterLab serving a copy of 04b (so running it never writes into nbs/)."
+    widgets = json.loads((ROOT / "nbs" / "04b_widgets.ipynb").read_text())
+    with jupyterlab(tmp_path_factory, "lab", {"04b_widgets.ipynb": widgets}) as served: yield served
+
+
+@pytest.fixture(scope="module")
+def exercise_lab(tmp_path_factory):
+    "JupyterLab serving one notebook: chapter 1's guidance exercise as the chapter shows it."
+    with jupyterlab(tmp_path_factory, "exercise-lab", {"exercise.ipynb": EXERCISE_NOTEBOOK}) as served: yield served
 
 
 KERNEL_READY = """() => !document.querySelector('.jp-Dialog') &&
@@ -258,14 +271,12 @@ def answer_and_run(page, cell, code: str, expect: str, timeout_s: float = 60) ->
     return output.inner_text()
 
 
-def test_an_exercise_answers_a_wrong_answer_with_its_slip_then_a_right_one_in_green(page, lab):
-    url, token = lab
+def test_an_exercise_answers_a_wrong_answer_with_its_slip_then_a_right_one_in_green(page, exercise_lab):
+    url, token = exercise_lab
     step = Steps("exercise")
     with step("open the notebook, the kernel idle", 150):
         page.goto(f"{url}/lab/tree/exercise.ipynb?token={token}", timeout=90_000)
-        # JupyterLab may reopen the live panel's notebook from the test before in another (hidden) tab: only the
-        # notebook on screen counts
-        cells = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell")
+        cells = page.locator(".jp-Notebook .jp-Cell")
         cells.first.wait_for(timeout=90_000)
         kernel_ready(page, step)
     with step("Run All: the question shows, the stub is not attempted yet", 180):
@@ -273,6 +284,9 @@ def test_an_exercise_answers_a_wrong_answer_with_its_slip_then_a_right_one_in_gr
         stub = cells.nth(1)
         page.wait_for_function("cell => cell.querySelector('.jp-OutputArea-output')?.innerText"
                                ".includes('not attempted yet')", arg=stub.element_handle(), timeout=180_000)
+        # JupyterLab renders markdown asynchronously: the question may appear after the stub's plain line
+        page.wait_for_function("cell => cell.querySelector('.jp-OutputArea-output')?.innerText.includes('hint 2')",
+                               arg=cells.first.element_handle(), timeout=30_000)
         question = cells.first.locator(".jp-OutputArea-output").inner_text()
         assert "Exercise (write it): classifier-free guidance" in question and "hint 1" in question, question
         page.screenshot(path=SHOTS / "exercise_stub.png")
