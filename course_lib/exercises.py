@@ -7,7 +7,7 @@ Docs: https://sd-course.github.io/course_lib/exercises.html.md"""
 
 # %% ../nbs/00_exercises.ipynb #c07775ce
 from __future__ import annotations
-import dataclasses, importlib, inspect, textwrap
+import dataclasses, importlib, inspect, pkgutil, textwrap
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any, Callable
@@ -19,7 +19,8 @@ from .core import check_choice
 
 # %% auto #0
 __all__ = ['STATUSES', 'KINDS', 'CHECKS', 'HOW', 'Feedback', 'Slip', 'tensor_difference', 'value_difference', 'Exercise',
-           'attempted', 'call', 'recognised', 'check_function', 'check_value', 'check_challenge', 'Note', 'exercise']
+           'attempted', 'call', 'recognised', 'check_function', 'check_value', 'check_challenge', 'Note', 'exercise',
+           'exercise_keys']
 
 # %% ../nbs/00_exercises.ipynb #346a83f8
 STATUSES = {"correct": ("✓", "#1a7f37"), "wrong": ("✗", "#cf222e"), "error": ("✗", "#cf222e"),
@@ -186,6 +187,13 @@ def __repr__(self: Exercise) -> str: return f"Exercise ({KINDS[self.kind]}): {se
 def exercise(key: str) -> Exercise:
     "The course's exercise `key`, '<chapter module>.<name>' (e.g. 'conditioning.noising'), fresh (no hints given)."
     module, _, name = key.partition(".")
-    try: bank = importlib.import_module(f"course_lib.solutions.{module}").EXERCISES
-    except ModuleNotFoundError: raise ValueError(f"`key` {key!r}: no chapter {module!r} has exercises") from None
+    try: bank = getattr(importlib.import_module(f"course_lib.solutions.{module}"), "EXERCISES", None)
+    except ModuleNotFoundError: bank = None
+    if bank is None: raise ValueError(f"`key` {key!r}: no chapter {module!r} has exercises")
     return dataclasses.replace(bank[check_choice("key", name, tuple(bank))], hints_given=0)
+
+def exercise_keys() -> list[str]:
+    "Every exercise of the course, as keys for `exercise`, chapter module by chapter module."
+    modules = [importlib.import_module(f"course_lib.solutions.{m.name}")
+               for m in pkgutil.iter_modules(importlib.import_module("course_lib.solutions").__path__)]
+    return [f"{m.__name__.rsplit('.', 1)[1]}.{name}" for m in modules for name in getattr(m, "EXERCISES", {})]

@@ -257,18 +257,21 @@ def test_live_panel_redraws_for_slider_seed_and_new_seed(page, lab):
     (SHOTS / "redraw_seconds.json").write_text(json.dumps(seconds))  # from the action to the new image on screen
 
 
-def answer_and_run(page, cell, code: str, expect: str, timeout_s: float = 60) -> str:
-    "Replace the code of `cell` as a learner types it, run it with Shift+Enter, wait for `expect` in its output."
-    editor = cell.locator(".cm-content")
-    editor.click()
-    page.keyboard.press("Control+A")
-    page.keyboard.insert_text(code)  # as pasted: typed key by key, the editor would indent the body a second time
-    page.keyboard.press("Shift+Enter")
-    output = cell.locator(".jp-OutputArea-output")
+def output_of(page, cell, expect: str, timeout_s: float) -> str:
+    "Wait until the output of `cell` contains `expect`; what it says."
     page.wait_for_function("([cell, expect]) => cell.querySelector('.jp-OutputArea-output')"
                            "?.innerText.includes(expect)", arg=[cell.element_handle(), expect],
                            timeout=timeout_s * 1000)
-    return output.inner_text()
+    return cell.locator(".jp-OutputArea-output").inner_text()
+
+
+def answer_and_run(page, cell, code: str, expect: str, timeout_s: float = 60) -> str:
+    "Replace the code of `cell` as a learner types it, run it with Shift+Enter, wait for `expect` in its output."
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text(code)  # as pasted: typed key by key, the editor would indent the body a second time
+    page.keyboard.press("Shift+Enter")
+    return output_of(page, cell, expect, timeout_s)
 
 
 def test_an_exercise_answers_a_wrong_answer_with_its_slip_then_a_right_one_in_green(page, exercise_lab):
@@ -282,12 +285,9 @@ def test_an_exercise_answers_a_wrong_answer_with_its_slip_then_a_right_one_in_gr
     with step("Run All: the question shows, the stub is not attempted yet", 180):
         run_all(page)
         stub = cells.nth(1)
-        page.wait_for_function("cell => cell.querySelector('.jp-OutputArea-output')?.innerText"
-                               ".includes('not attempted yet')", arg=stub.element_handle(), timeout=180_000)
+        output_of(page, stub, "not attempted yet", 180)
         # JupyterLab renders markdown asynchronously: the question may appear after the stub's plain line
-        page.wait_for_function("cell => cell.querySelector('.jp-OutputArea-output')?.innerText.includes('hint 2')",
-                               arg=cells.first.element_handle(), timeout=30_000)
-        question = cells.first.locator(".jp-OutputArea-output").inner_text()
+        question = output_of(page, cells.first, "hint 2", 30)
         assert "Exercise (write it): classifier-free guidance" in question and "hint 1" in question, question
         page.screenshot(path=SHOTS / "exercise_stub.png")
     with step("a wrong answer (the halves swapped) gets its slip's message", 60):

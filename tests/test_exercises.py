@@ -1,15 +1,15 @@
 """Every exercise of the course, checked the way a learner meets it: its solution passes, each slip it lists fails with
 its own message, and the stub as shipped is "not attempted yet". Challenges measure a model, so theirs are slow tests.
 How long each check takes is measured by `python bench/exercises.py`, not here: these machines are shared and noisy."""
-import importlib, pkgutil
+import importlib, re
+from pathlib import Path
 
 import pytest
 
-import course_lib.solutions
-from course_lib.exercises import Exercise, exercise
+from course_lib.exercises import Exercise, exercise, exercise_keys
 
-KEYS = [f"{module.name}.{name}" for module in pkgutil.iter_modules(course_lib.solutions.__path__)
-        for name in importlib.import_module(f"course_lib.solutions.{module.name}").EXERCISES]
+KEYS = exercise_keys()
+CHAPTERS = sorted({key.split(".")[0] for key in KEYS})
 QUICK = [key for key in KEYS if exercise(key).kind != "challenge"]
 CHALLENGES = [key for key in KEYS if exercise(key).kind == "challenge"]
 
@@ -23,8 +23,21 @@ def stubs(ex: Exercise) -> list:
 
 
 def test_the_course_has_exercises_and_each_key_finds_its_own():
-    assert len(KEYS) >= 3
+    assert len(KEYS) >= 21
+    for chapter in CHAPTERS: importlib.import_module(f"course_lib.{chapter}")  # each is named for its chapter's module
     for key in KEYS: assert exercise(key).key == key
+
+
+CHAPTER_NOTEBOOKS = sorted(Path(__file__).resolve().parent.parent.glob("nbs/0[1-9]*.ipynb"))
+
+
+@pytest.mark.parametrize("notebook", CHAPTER_NOTEBOOKS, ids=lambda path: path.stem)
+def test_every_chapter_asks_each_kind_and_shows_each_of_its_exercises(notebook):
+    text = notebook.read_text()
+    module = re.search(r"#\| default_exp (\w+)", text).group(1)
+    keys = [key for key in KEYS if key.split(".")[0] == module]
+    assert {exercise(key).kind for key in keys} == {"write", "predict", "challenge"}, (module, keys)
+    for key in keys: assert f'exercise(\\"{key}\\")' in text, f"{notebook.name} never asks {key}"
 
 
 @pytest.mark.parametrize("key", QUICK)

@@ -7,6 +7,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from course_lib.attention import native_stderr_silenced, peak_memory
 from course_lib.exercises import Exercise, Slip, tensor_difference
+from course_lib.solutions.rules import number_in
 
 
 def attention(q, k, v):
@@ -52,10 +53,6 @@ BY_HAND = Exercise(
                 "neither stay positive nor sum to 1", attention_slip(normalise=False))))
 
 
-def heads_ratio_detect(low: float, high: float):
-    return lambda got, expected: isinstance(got, (int, float)) and low <= got <= high
-
-
 HEADS = Exercise(
     "attention.heads", "predict", "what eight heads cost",
     "The classic kernel on a 64×64 map with 64 channels, first with 1 head of 64 features, then with 8 heads of 8 "
@@ -68,11 +65,11 @@ HEADS = Exercise(
         "the matrices, so its peak does not grow at all.",
     hints=("How big is one head's score matrix, and does it depend on how many features the head has?",),
     slips=(Slip("the same", "the heads split the channels, but each head still has its own N×N score matrix, whose "
-                "size does not depend on the head's width: 8 heads, 8 matrices", 1, heads_ratio_detect(0.8, 1.25)),
+                "size does not depend on the head's width: 8 heads, 8 matrices", 1, number_in(0.8, 1.25)),
            Slip("an eighth", "the heads split the channels, not the tokens: each head still has a full N×N score "
-                "matrix, so 8 heads hold 8 of them, not an eighth of one", 0.125, heads_ratio_detect(0.1, 0.15)),
+                "matrix, so 8 heads hold 8 of them, not an eighth of one", 0.125, number_in(0.1, 0.15)),
            Slip("squared", "the score matrix is N×N in the tokens, but there is one per head: the memory grows with "
-                "the number of heads, not its square", 64, heads_ratio_detect(50, 80))))
+                "the number of heads, not its square", 64, number_in(50, 80))))
 
 
 def budget_inputs() -> tuple:

@@ -7,7 +7,8 @@ from diffusers import UNet2DModel
 from course_lib.conditioning import generate_from_class
 from course_lib.evaluation import FashionClassifier, class_accuracy
 from course_lib.exercises import Exercise, Slip
-from course_lib.models import SCHEDULERS, load_course_model, make_scheduler
+from course_lib.models import load_course_model, make_scheduler
+from course_lib.solutions.rules import absolute_difference, breaks, not_a_recipe, recipe_slips
 
 ALPHAS_CUMPROD = make_scheduler("ddpm").alphas_cumprod  # the schedule chapter 1 trains with
 
@@ -95,13 +96,6 @@ GUIDANCE = Exercise(
                 "the class makes", lambda uncond, cond, scale: uncond + scale * cond)))
 
 
-def absolute_difference(tolerance: float):
-    "A `compare` for fractions: right within `tolerance` (absolute), else which way it is off."
-    return lambda expected, got: (f"expected a number, got {type(got).__name__}" if not isinstance(got, (int, float))
-                                  else None if abs(got - expected) <= tolerance
-                                  else f"{got:g} is too {'high' if got > expected else 'low'}")
-
-
 GUIDANCE_ZERO = Exercise(
     "conditioning.guidance_zero", "predict", "what guidance 0 draws",
     "The cell after this one asks the chapter's UNet for 100 garments at guidance scale 0, 10 of each class, and the "
@@ -136,10 +130,6 @@ def few_steps_accuracy(answer: dict) -> tuple[float, str]:
     return class_accuracy(judge, samples, torch.arange(10).repeat_interleave(10)), "class accuracy on 100 garments"
 
 
-def malformed(answer, expected=None) -> bool:
-    return not (isinstance(answer, dict) and {"scheduler", "steps", "guidance_scale"} <= set(answer))
-
-
 FEW_STEPS = Exercise(
     "conditioning.few_steps", "challenge", "obedient in five steps",
     "Sampling costs one UNet call per step (two with guidance). With the shipped class UNet, draw the asked class at "
@@ -152,16 +142,9 @@ FEW_STEPS = Exercise(
         "small model at few steps, as section 7 showed.",
     hints=("Start from DDIM, the chapter's sampler, at 5 steps and the chapter's guidance: how far short is it?",
            "Guidance trades variety for obedience: spend some of it."),
-    slips=(Slip("not a dict", "answer with a dict with the keys 'scheduler', 'steps' and 'guidance_scale'",
-                {"steps": 5}, malformed),
-           Slip("too many steps", "the challenge allows at most 5 steps (10 steps of DDIM already get there)",
-                {"scheduler": "ddim", "steps": 10, "guidance_scale": 3.0},
-                lambda answer, expected: not malformed(answer) and answer["steps"] > 5),
+    slips=recipe_slips(5, 10, "10 steps of DDIM already get there") + (
            Slip("too much guidance", "at most 7.5: beyond it the garments lose their variety (chapter 1b's FID)",
                 {"scheduler": "ddim", "steps": 5, "guidance_scale": 20.0},
-                lambda answer, expected: not malformed(answer) and answer["guidance_scale"] > 7.5),
-           Slip("unknown scheduler", f"the scheduler must be one of {', '.join(SCHEDULERS)} (`make_scheduler`'s names)",
-                {"scheduler": "karras", "steps": 5, "guidance_scale": 3.0},
-                lambda answer, expected: not malformed(answer) and answer["scheduler"] not in SCHEDULERS)))
+                breaks(lambda answer: answer["guidance_scale"] > 7.5, not_a_recipe)),))
 
 EXERCISES = {"noising": NOISING, "guidance": GUIDANCE, "guidance_zero": GUIDANCE_ZERO, "few_steps": FEW_STEPS}

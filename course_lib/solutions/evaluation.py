@@ -10,7 +10,8 @@ from course_lib.conditioning import generate_from_class
 from course_lib.data import fashion_tensors, load_offline_fashion
 from course_lib.evaluation import FashionClassifier, class_accuracy, classifier_outputs, frechet_distance
 from course_lib.exercises import Exercise, Slip
-from course_lib.models import SCHEDULERS, load_course_model, make_scheduler
+from course_lib.models import load_course_model, make_scheduler
+from course_lib.solutions.rules import as_number, recipe_slips, valid_recipe
 from course_lib.training import unit_images
 
 
@@ -27,13 +28,6 @@ def frechet_inputs(seed: int) -> tuple:
     rng = np.random.default_rng(seed)
     draw = lambda: rng.normal(size=(100, 8)) @ rng.normal(size=(8, 8)) + rng.normal(size=8)
     return draw(), draw()
-
-
-def as_number(got):
-    "`got` as a Python float if it is a real number (a NumPy or 0-d torch scalar too), else None."
-    if isinstance(got, torch.Tensor) and got.numel() == 1: got = got.item()
-    if isinstance(got, np.ndarray) and got.size == 1: got = got.item()
-    return float(got) if isinstance(got, (int, float, np.integer, np.floating)) and not isinstance(got, bool) else None
 
 
 def same_number(expected: float, got) -> str | None:
@@ -138,22 +132,10 @@ def measured_fid(answer: dict) -> tuple[float, str]:
     return sampled(*settings_of(answer))[1], "FID of 100 garments against the 10,000 test images"
 
 
-def malformed(answer, expected=None) -> bool:
-    if not (isinstance(answer, dict) and {"scheduler", "steps", "guidance_scale"} <= set(answer)): return True
-    steps, scale = answer["steps"], answer["guidance_scale"]
-    return not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1
-                and isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale >= 0)
-
-
-def valid(answer) -> bool:
-    "Well formed, and within the rules that need no sampling."
-    return not malformed(answer) and answer["steps"] <= 10 and answer["scheduler"] in SCHEDULERS
-
-
 def disobedient(answer, expected=None) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return valid(answer) and sampled(*settings_of(answer))[0] < 0.9
+        return valid_recipe(answer, 10) and sampled(*settings_of(answer))[0] < 0.9
 
 
 FID_TARGET = Exercise(
@@ -173,16 +155,9 @@ FID_TARGET = Exercise(
     hints=("Start from the sweep's sweet spot at 10 DDIM steps: which side of 125 is it, and which way does FID move "
            "with guidance?",
            "Try guidance scales a quarter apart around the sweet spot; keep an eye on class accuracy as you lower it."),
-    slips=(Slip("not a dict", "answer with a dict with the keys 'scheduler', 'steps' (an int, 1 or more) and "
-                "'guidance_scale' (a number, 0 or more)", {"steps": 10}, malformed),
-           Slip("too many steps", "the challenge allows at most 10 sampler steps (at 20 steps the sweet spot gets "
-                "there easily)", {"scheduler": "ddim", "steps": 20, "guidance_scale": 3.0},
-                lambda answer, expected: not malformed(answer) and answer["steps"] > 10),
-           Slip("unknown scheduler", f"the scheduler must be one of {', '.join(SCHEDULERS)} (`make_scheduler`'s names)",
-                {"scheduler": "karras", "steps": 10, "guidance_scale": 3.0},
-                lambda answer, expected: not malformed(answer) and answer["scheduler"] not in SCHEDULERS),
+    slips=recipe_slips(10, 20, "at 20 steps the sweet spot gets there easily") + (
            Slip("not obedient", "with these settings the judge finds the asked class in fewer than 90 % of the 100 "
                 "garments: a low FID does not count if the class is ignored. Raise the guidance scale, or try "
-                "another sampler", {"scheduler": "ddim", "steps": 10, "guidance_scale": 1.0}, disobedient)))
+                "another sampler", {"scheduler": "ddim", "steps": 10, "guidance_scale": 1.0}, disobedient),))
 
 EXERCISES = {"frechet": FRECHET, "one_class": ONE_CLASS, "fid_target": FID_TARGET}

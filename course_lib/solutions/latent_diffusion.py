@@ -1,5 +1,5 @@
 "Chapter 2c's exercises (02c_latent_diffusion): the scaling factor, the VAE's loss, attention's cost, two-step sampling."
-import functools, math
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -8,18 +8,8 @@ from diffusers import AutoencoderKL, UNet2DModel
 from course_lib.evaluation import FashionClassifier, class_accuracy
 from course_lib.exercises import Exercise, Slip
 from course_lib.latent_diffusion import generate_latent_class
-from course_lib.models import SCHEDULERS, load_course_model, make_scheduler
-
-
-def scalar_difference(expected, got, rtol: float = 1e-4) -> str | None:
-    "None if `got` (a number or a one-element tensor) is the number `expected` within `rtol`, else how it differs."
-    if isinstance(got, torch.Tensor):
-        if got.numel() != 1: return f"expected one number, got a tensor of shape {tuple(got.shape)}"
-        got = got.item()
-    if isinstance(got, bool) or not isinstance(got, (int, float)): return f"expected a number, got {type(got).__name__}"
-    expected = float(expected)
-    if math.isclose(got, expected, rel_tol=rtol, abs_tol=1e-9): return None
-    return f"expected {expected:.5g}, got {got:.5g} ({got / expected:.3g} times the right value)"
+from course_lib.models import load_course_model, make_scheduler
+from course_lib.solutions.rules import breaks, not_a_recipe, recipe_slips, scalar_difference
 
 
 def scaling_factor(latents):
@@ -157,13 +147,6 @@ def two_step_accuracy(answer: dict) -> tuple[float, str]:
     return class_accuracy(judge, samples, torch.arange(10).repeat_interleave(20)), "class accuracy on 200 garments"
 
 
-def malformed(answer, expected=None) -> bool:
-    "Not a dict of a scheduler's name, a whole number of steps (1 or more) and a guidance scale."
-    return not (isinstance(answer, dict) and {"scheduler", "steps", "guidance_scale"} <= set(answer)
-                and isinstance(answer["scheduler"], str) and isinstance(answer["steps"], int) and answer["steps"] >= 1
-                and isinstance(answer["guidance_scale"], (int, float)))
-
-
 TWO_STEPS = Exercise(
     "latent_diffusion.two_steps", "challenge", "two steps in latent space",
     "The shipped latent UNet and its VAE: draw the asked class at least 88 % of the time in **at most 2 steps**. "
@@ -178,17 +161,10 @@ TWO_STEPS = Exercise(
         "Euler, LMS) get about 40 % in 2 steps with this small model.",
     hints=("Start from DDIM at 2 steps and the chapter's guidance 3: how far short is it? Then move the guidance.",
            "Try guidance scales below 3: the bigger each step, the further a guided prediction overshoots."),
-    slips=(Slip("not a dict", "answer with a dict: 'scheduler' (a name), 'steps' (a whole number, at least 1) and "
-                "'guidance_scale' (a number)", {"steps": 2}, malformed),
-           Slip("too many steps", "the challenge allows at most 2 steps (3 steps of DDIM get there easily)",
-                {"scheduler": "ddim", "steps": 3, "guidance_scale": 3.0},
-                lambda answer, expected: not malformed(answer) and answer["steps"] > 2),
-           Slip("unknown scheduler", f"the scheduler must be one of {', '.join(SCHEDULERS)} (`make_scheduler`'s names)",
-                {"scheduler": "karras", "steps": 2, "guidance_scale": 3.0},
-                lambda answer, expected: not malformed(answer) and answer["scheduler"] not in SCHEDULERS),
+    slips=recipe_slips(2, 3, "3 steps of DDIM get there easily") + (
            Slip("PNDM in two steps", "PNDM starts with several Runge-Kutta warm-up steps of its own, so it cannot "
                 "sample in 2: pick another scheduler",
                 {"scheduler": "pndm", "steps": 2, "guidance_scale": 3.0},
-                lambda answer, expected: not malformed(answer) and answer["scheduler"] == "pndm")))
+                breaks(lambda answer: answer["scheduler"] == "pndm", not_a_recipe)),))
 
 EXERCISES = {"scaling": SCALING, "vae_loss": VAE_LOSS, "attention_scores": ATTENTION_SCORES, "two_steps": TWO_STEPS}

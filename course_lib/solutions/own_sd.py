@@ -5,7 +5,7 @@ import torch
 
 from course_lib.colour_fashion import CLASS_NOUNS, PALETTE, garment_colours
 from course_lib.exercises import Exercise, Slip
-from course_lib.solutions.conditioning import absolute_difference
+from course_lib.solutions.rules import absolute_difference, breaks, number_in
 
 START, END = 49406, 49407  # CLIP's <|startoftext|> and <|endoftext|>, which also pads SD's prompts
 EMPTY_IDS = torch.tensor([[START] + [END] * 76])  # what `tokenize(tokenizer, [""]).input_ids` gives
@@ -91,11 +91,6 @@ CAPTION_DROPOUT = Exercise(
                 captions_dropped_elsewhere)))
 
 
-def red_count_is(low, high):
-    "A slip's `detect`: the prediction is a number from `low` to `high`."
-    return lambda got, expected: isinstance(got, (int, float)) and low <= got <= high
-
-
 NOT_RED = Exercise(
     "own_sd.not_red", "predict", "a dress that is not red",
     "The cell after this one asks the model of this chapter for \"a dress that is not red\", with 10 seeds, at "
@@ -109,12 +104,12 @@ NOT_RED = Exercise(
            "What could \"not\" mean to a model that has only seen captions saying what a garment is?"),
     slips=(Slip("obeyed the not", "a person draws no red dress; the model has never seen \"not\" in a caption (they "
                 "only say what is there), so it reads \"dress\" and \"red\", two words it knows well", 0,
-                red_count_is(0, 0)),
+                number_in(0, 0)),
            Slip("colour by chance", "that is what a colour left to chance gives (1 in 10 of the palette), but the "
                 "colour is not left to chance: \"red\" is a word the model knows well, and \"not\" one it never "
-                "learnt", 1, red_count_is(0.5, 3)),
+                "learnt", 1, number_in(0.5, 3)),
            Slip("not weakens it", "\"not\" does not weaken \"red\": the model never learnt the word, so the colour "
-                "it does know wins nearly every time", 5, red_count_is(3.5, 8.5))))
+                "it does know wins nearly every time", 5, number_in(3.5, 8.5))))
 
 COLOUR_WORDS = {"red": ("crimson", "scarlet", "maroon", "burgundy", "ruby", "cherry", "reddish", "vermilion"),
                 "orange": ("amber", "tangerine", "apricot", "rust", "copper", "orangey"),
@@ -169,7 +164,7 @@ def too_long(answer) -> bool:
 
 def rule(test):
     "A challenge rule's `detect`: a well-formed answer with a palette colour for which `test(answer)` holds."
-    return lambda answer, expected: not malformed(answer) and answer["colour"] in PALETTE and bool(test(answer))
+    return breaks(lambda answer: answer["colour"] in PALETTE and test(answer), malformed)
 
 
 UNREAD_COLOUR = Exercise(
@@ -195,7 +190,7 @@ UNREAD_COLOUR = Exercise(
                 {"prompt": "a gray dress"}, malformed),
            Slip("not a palette colour", f"`colour` must be one of the palette's names: {', '.join(PALETTE)}",
                 {"prompt": "a gray dress", "colour": "gray", "why": "the captions spell it grey, not gray"},
-                lambda answer, expected: not malformed(answer) and answer["colour"] not in PALETTE),
+                breaks(lambda answer: answer["colour"] not in PALETTE, malformed)),
            Slip("no colour asked", "the prompt must ask for the colour in words: its palette name or another common "
                 "name for it (the check knows: " + "; ".join(f"{c}: {', '.join(ws)}" for c, ws in COLOUR_WORDS.items())
                 + "). A prompt without one leaves the colour to chance by design",

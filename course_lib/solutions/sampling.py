@@ -1,11 +1,12 @@
 "Chapter 4's exercises (04_sampling): one DDIM step by hand, what guidance costs the UNet, the colour in three steps."
-import functools, math
+import functools
 
 import torch
 
 from course_lib.colour_fashion import garment_colours
 from course_lib.exercises import Exercise, Slip
-from course_lib.models import SCHEDULERS, SD15_SCHEDULER, make_scheduler
+from course_lib.models import SD15_SCHEDULER, make_scheduler
+from course_lib.solutions.rules import pair_difference, recipe_slips
 
 SD15_ALPHAS_CUMPROD = make_scheduler("ddim", SD15_SCHEDULER).alphas_cumprod  # SD 1.5's schedule: scaled_linear
 
@@ -83,21 +84,13 @@ DDIM_STEP = Exercise(
                 "timestep, √ᾱ_prev · x̂₀ + √(1 − ᾱ_prev) · ε", ddim_slip(x0_only=True))))
 
 
-def pair_difference(expected, got) -> str | None:
-    "A `compare` for the pair (at guidance 1, at guidance 7.5): None if `got` is `expected`, else which count is off."
-    if not isinstance(got, (tuple, list)) or len(got) != 2 or not all(isinstance(n, (int, float)) for n in got):
-        return f"answer with a pair of numbers, (at 1, at 7.5); got {got!r}"
-    wrong = [f"{n:g} at {scale} is too {'high' if n > e else 'low'}"
-             for scale, n, e in zip(("1", "7.5"), got, expected) if n != e]
-    return "; ".join(wrong) or None
-
-
 GUIDANCE_COST = Exercise(
     "sampling.guidance_cost", "predict", "what guidance costs the UNet",
     "`generate` draws one image with 30 DDIM steps. Count the latents the UNet processes, summed over all its calls "
     "(a call on a batch of two latents counts 2). How many at `guidance_scale=1`, and how many at "
     "`guidance_scale=7.5`? Answer with a pair: (at 1, at 7.5).",
-    reference=(30, 60), compare=pair_difference,
+    reference=(30, 60),
+    compare=pair_difference(("at guidance 1", "at guidance 7.5"), "a pair of numbers, (at 1, at 7.5)"),
     why="Guidance needs two predictions per step, with the prompt and without it; the loop batches them into one call "
         "on two latents, so the calls stay 30 but the work doubles. At exactly 1 the unconditional half cancels out "
         "of the formula, and `generate` (like diffusers' pipeline) leaves it out: one latent per call.",
@@ -140,17 +133,6 @@ def three_steps_accuracy(answer: dict) -> tuple[float, str]:
                             answer["guidance_scale"]), "colour accuracy on 100 held-out requests")
 
 
-def malformed(answer, expected=None) -> bool:
-    return not (isinstance(answer, dict) and {"scheduler", "steps", "guidance_scale"} <= set(answer))
-
-
-def is_count(steps) -> bool: return isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1
-
-
-def is_scale(scale) -> bool:
-    return isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale >= 0
-
-
 THREE_STEPS = Exercise(
     "sampling.three_steps", "challenge", "the right colour in three steps",
     "Chapter 5's own Stable Diffusion (shipped with course_lib) draws the asked colour about 95 % of the time with 30 "
@@ -164,19 +146,6 @@ THREE_STEPS = Exercise(
         "DPM-Solver++, which uses the previous step's prediction too, does better still: 98 % at 3 steps and 1.5.",
     hints=("Start from DDIM at 3 steps and the chapter's guidance 3: how far short is it? Now try a lower scale.",
            "Few steps want less guidance. Then try the multistep solver of section 4's table."),
-    slips=(Slip("not a dict", "answer with a dict with the keys 'scheduler', 'steps' and 'guidance_scale'",
-                {"steps": 3}, malformed),
-           Slip("steps not a count", "'steps' must be a whole number of steps, 1 or more",
-                {"scheduler": "ddim", "steps": 2.5, "guidance_scale": 1.5},
-                lambda answer, expected: not malformed(answer) and not is_count(answer["steps"])),
-           Slip("too many steps", "the challenge allows at most 3 steps (with 10, DDIM at guidance 3 is already there)",
-                {"scheduler": "ddim", "steps": 10, "guidance_scale": 3.0},
-                lambda answer, expected: not malformed(answer) and answer["steps"] > 3),
-           Slip("guidance not a scale", "'guidance_scale' must be a number, 0 or more (1: no guidance)",
-                {"scheduler": "ddim", "steps": 3, "guidance_scale": "low"},
-                lambda answer, expected: not malformed(answer) and not is_scale(answer["guidance_scale"])),
-           Slip("unknown scheduler", f"the scheduler must be one of {', '.join(SCHEDULERS)} (`make_scheduler`'s names)",
-                {"scheduler": "heun", "steps": 3, "guidance_scale": 3.0},
-                lambda answer, expected: not malformed(answer) and answer["scheduler"] not in SCHEDULERS)))
+    slips=recipe_slips(3, 10, "with 10, DDIM at guidance 3 is already there"))
 
 EXERCISES = {"ddim_step": DDIM_STEP, "guidance_cost": GUIDANCE_COST, "three_steps": THREE_STEPS}

@@ -8,7 +8,7 @@ from transformers import CLIPModel
 from course_lib.colour_fashion import CLASS_NOUNS, PALETTE, PATTERN_WORDS, colour_tensors, load_colour_fashion
 from course_lib.exercises import Exercise, Slip
 from course_lib.models import load_clip_tokenizer, load_course_model
-from course_lib.solutions.latent_diffusion import scalar_difference
+from course_lib.solutions.rules import absolute_difference, breaks, number_in, scalar_difference
 from course_lib.text_encoders import clip_vectors
 
 
@@ -70,18 +70,6 @@ CONTRASTIVE = Exercise(
                 "(`F.normalize(v, dim=-1)`), so that the dot product is a cosine similarity",
                 loss_slip(normalise=False))))
 
-
-
-def absolute_difference(tolerance: float):
-    "A `compare` for a rough number: right within `tolerance` (absolute), else which way it is off."
-    return lambda expected, got: (f"expected a number, got {type(got).__name__}" if not isinstance(got, (int, float))
-                                  else None if abs(got - expected) <= tolerance
-                                  else f"{got:g} is too {'high' if got > expected else 'low'}")
-
-
-def number_in(low: float, high: float):
-    "A slip's `detect`: the answer is a number from `low` to `high`."
-    return lambda got, expected: isinstance(got, (int, float)) and not isinstance(got, bool) and low <= got <= high
 
 
 UNTRAINED_LOSS = Exercise(
@@ -175,13 +163,12 @@ COLOUR_PROMPTS = Exercise(
            Slip("colour unsaid", "every prompt of a colour must name it (entry 0 says 'red', entry 1 'orange', ...): "
                 "the answers are the colours, in `PALETTE`'s order and spelling ('grey', not 'gray')",
                 [[f"a {nouns[0]}" for nouns in CLASS_NOUNS]] * len(COLOURS),
-                lambda answer, expected: not malformed(answer) and not all(
-                    says(p, colour) for colour, prompts in zip(COLOURS, prompt_lists(answer)) for p in prompts)),
+                breaks(lambda answer: not all(says(p, colour) for colour, prompts in zip(COLOURS, prompt_lists(answer))
+                                              for p in prompts), malformed)),
            Slip("another colour", "each prompt must name its own colour and no other: a prompt that names two "
                 "colours is not zero-shot for either",
                 [[f"a {colour} or {COLOURS[i - 1]} garment"] for i, colour in enumerate(COLOURS)],
-                lambda answer, expected: not malformed(answer) and any(
-                    says(p, other) for colour, prompts in zip(COLOURS, prompt_lists(answer)) for p in prompts
-                    for other in COLOURS if other != colour))))
+                breaks(lambda answer: any(says(p, other) for colour, prompts in zip(COLOURS, prompt_lists(answer))
+                                          for p in prompts for other in COLOURS if other != colour), malformed))))
 
 EXERCISES = {"contrastive": CONTRASTIVE, "untrained_loss": UNTRAINED_LOSS, "colour_prompts": COLOUR_PROMPTS}

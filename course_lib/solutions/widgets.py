@@ -1,11 +1,12 @@
 "Chapter 4b's exercises (04b_widgets): a seed's starting noise, what the panel recomputes, sandals and not boots."
-import functools, math
+import functools
 
 import torch
 
 from course_lib.colour_fashion import PALETTE, garment_colours
 from course_lib.exercises import Exercise, Slip
 from course_lib.models import SD15_SCHEDULER, make_scheduler
+from course_lib.solutions.rules import breaks, is_number, pair_difference
 
 
 
@@ -75,22 +76,13 @@ STARTING_LATENTS = Exercise(
                 latents_slip(draw=lambda shape, generator: torch.randn(shape)), unseeded_noise)))
 
 
-def panel_difference(expected, got) -> str | None:
-    "A `compare` for (draws, encodes): None if `got` is `expected`, else which count is off, and which way."
-    if not isinstance(got, (tuple, list)) or len(got) != 2 or not all(isinstance(n, (int, float)) for n in got):
-        return f"answer with a pair of whole numbers, (draws, encodes); got {got!r}"
-    wrong = [f"{name} {n:g} is too {'high' if n > e else 'low'}"
-             for name, n, e in zip(("draws", "encodes"), got, expected) if n != e]
-    return "; ".join(wrong) or None
-
-
 PANEL_COUNTS = Exercise(
     "widgets.panel_counts", "predict", "what the panel recomputes",
     "The cell after this one builds a fresh panel (seed 0, guidance 2, 5 steps), which draws its first picture. Then it sets the "
     "seed box to 1, then to 2; moves the \"keep last\" slider from 4 to 1; sets the prompt to another prompt, and "
     "then back to the first one. Predict `(panel.draws, panel.encodes)` at the end: how many pictures were drawn, and how many times the "
     "text encoder ran.",
-    reference=(5, 2), compare=panel_difference,
+    reference=(5, 2), compare=pair_difference(("draws", "encodes"), "a pair of whole numbers, (draws, encodes)"),
     why="The first picture, two seeds and two prompt changes draw 5 pictures; \"keep last\" only trims the history "
         "row. The text encoder runs once per (prompt, negative prompt) pair: the first prompt, the other one, and "
         "none for the way back, which the cache answers.",
@@ -140,11 +132,6 @@ def malformed(answer, expected=None) -> bool:
     return not (isinstance(answer, dict) and {"guidance_scale", "negative_prompt"} <= set(answer))
 
 
-def off_the_slider(scale) -> bool:
-    return (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale)
-            or not 0 <= scale <= 15)
-
-
 SANDALS = Exercise(
     "widgets.sandals", "challenge", "sandals, not boots",
     "Ask the own SD for \"a red sandal\" and it often draws an ankle boot: at guidance 3, the scale of its card, "
@@ -166,9 +153,10 @@ SANDALS = Exercise(
                 {"guidance_scale": 2.0}, malformed),
            Slip("off the slider", "the guidance scale must be a number on the panel's slider, from 0 to 15",
                 {"guidance_scale": 40.0, "negative_prompt": ""},
-                lambda answer, expected: not malformed(answer) and off_the_slider(answer["guidance_scale"])),
+                breaks(lambda answer: not (is_number(answer["guidance_scale"]) and 0 <= answer["guidance_scale"] <= 15),
+                       malformed)),
            Slip("negative not a prompt", "the negative prompt must be one string, as in the panel's box ('' for "
                 "none)", {"guidance_scale": 2.0, "negative_prompt": ["a boot"]},
-                lambda answer, expected: not malformed(answer) and not isinstance(answer["negative_prompt"], str))))
+                breaks(lambda answer: not isinstance(answer["negative_prompt"], str), malformed))))
 
 EXERCISES = {"starting_latents": STARTING_LATENTS, "panel_counts": PANEL_COUNTS, "sandals": SANDALS}
