@@ -258,11 +258,11 @@ def test_live_panel_redraws_for_slider_seed_and_new_seed(page, lab):
 
 
 def output_of(page, cell, expect: str, timeout_s: float) -> str:
-    "Wait until the output of `cell` contains `expect`; what it says."
-    page.wait_for_function("([cell, expect]) => cell.querySelector('.jp-OutputArea-output')"
-                           "?.innerText.includes(expect)", arg=[cell.element_handle(), expect],
+    "Wait until one of the outputs of `cell` contains `expect` (a progress bar may come first); what that one says."
+    page.wait_for_function("([cell, expect]) => [...cell.querySelectorAll('.jp-OutputArea-output')]"
+                           ".some(o => o.innerText.includes(expect))", arg=[cell.element_handle(), expect],
                            timeout=timeout_s * 1000)
-    return cell.locator(".jp-OutputArea-output").inner_text()
+    return next(text for text in cell.locator(".jp-OutputArea-output").all_inner_texts() if expect in text)
 
 
 def answer_and_run(page, cell, code: str, expect: str, timeout_s: float = 60) -> str:
