@@ -151,7 +151,8 @@ CHUNKED = Exercise(
         "running maximum and sum, so that no chunk holds a whole row.",
     hints=("The memory is the score matrix's. Does one query need the other queries' scores?",
            "Split q along its tokens (`q[..., i:i + chunk, :]`), compute each chunk's attention against all of k and "
-           "v, and `torch.cat` the chunks along the tokens. The peak grows with the chunk: measure a few."),
+           "v (your `attention` of exercise 1 does it for a chunk), and `torch.cat` the chunks along the tokens. The "
+           "peak grows with the chunk: measure a few."),
     slips=(Slip("not a function", "answer with a function `(q, k, v) -> output`: define it, then put its name in place "
                 "of the `...`", 8, lambda answer, expected: not callable(answer)),
            Slip("raises", "your function raised an error on q, k and v of 1 × 1 × 4,096 × 64: call it on three "

@@ -105,7 +105,8 @@ GUIDANCE_ZERO = Exercise(
     why="At scale 0 the formula keeps only the unconditional prediction: the model is asked for 'no class', so what it "
         "draws no longer depends on the class asked, and whatever mix of classes it draws matches the asked one about "
         "1 time in 10 (the committed sweep measured 10.5 % on 200 garments).",
-    hints=("Put scale = 0 into noise_uncond + scale · (noise_cond − noise_uncond): which prediction is left?",
+    hints=("Put scale = 0 into your `guided` of exercise 2, noise_uncond + scale · (noise_cond − noise_uncond): "
+           "which prediction is left?",
            "The unconditional prediction was trained with the 'no class' label: which class does it draw?"),
     slips=(Slip("the asked class", "at scale 0 the conditional prediction has weight 0: the class never reaches the "
                 "model, so it cannot draw the asked one more often than chance", 1.0,
