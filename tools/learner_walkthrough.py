@@ -56,7 +56,10 @@ def main():
             with jupyterlab(Folders(), "walkthrough", {f"{name}.ipynb": notebook}) as (url, token):
                 said += walk(browser, url, token, name, first_line, answers)
         browser.close()
-    (SHOTS / "walkthrough.json").write_text(json.dumps(said, indent=1, ensure_ascii=False))
+    record = SHOTS / "walkthrough.json"  # the chapters not walked this time keep what they said before
+    walked = {name for name, _, _ in WALK}
+    before = [s for s in json.loads(record.read_text()) if s["chapter"] not in walked] if record.exists() else []
+    record.write_text(json.dumps(before + said, indent=1, ensure_ascii=False))
 
 
 def walk(browser, url: str, token: str, name: str, first_line: str, answers: list) -> list[dict]:

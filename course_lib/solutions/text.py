@@ -79,7 +79,13 @@ PADDING = Exercise(
         "`tokenizer(prompt, padding='max_length', max_length=77, truncation=True)` gives exactly these ids.",
     hints=("77 = 1 start marker + at most 75 tokens + 1 end marker; what is left over is padding.",
            "Cut the tokens to `word_ids[:75]` *before* adding the markers, and pad with the end marker's id, 49407."),
-    slips=(Slip("wrong length", f"Stable Diffusion feeds exactly {CONTEXT} ids, the two markers included: the start "
+    slips=(Slip("not cut", f"your ids for a prompt of more than 75 tokens are more than {CONTEXT}: CLIP's encoder "
+                f"has {CONTEXT} positions and no more, so cut the tokens to their first 75 (`word_ids[:75]`) before "
+                "adding the markers",
+                padding_slip(lambda ids: [START, *ids, END] + [END] * (CONTEXT - 2 - len(ids))),
+                lambda got, expected: (ids := as_ids(got)) is not None and len(ids) > CONTEXT
+                and ids[:CONTEXT - 1] == expected.tolist()[:CONTEXT - 1] and ids[CONTEXT - 1] != END),
+           Slip("wrong length", f"Stable Diffusion feeds exactly {CONTEXT} ids, the two markers included: the start "
                 f"marker, at most 75 tokens, the end marker, then padding up to {CONTEXT} ids in all",
                 padding_slip(lambda ids: [START, *(ids + [END] * CONTEXT)[:CONTEXT], END]),
                 lambda got, expected: (ids := as_ids(got)) is not None and len(ids) != CONTEXT),
