@@ -28,11 +28,13 @@ __all__ = ['make_small_vae', 'make_fashion_vae', 'vae_loss', 'latent_scaling_fac
 
 # %% ../nbs/02c_latent_diffusion.ipynb #1eb8a73a
 def make_small_vae(preset=None, family: str = "vae", image_channels: int = 1, seed: int = 0) -> AutoencoderKL:
-    "An untrained `AutoencoderKL` for `image_channels`×32×32 images -> 4-channel latents, sized by `family`'s `preset`."
+    """An untrained `AutoencoderKL` for `image_channels`×32×32 images, sized by `family`'s `preset`: each block after
+    the first halves the side; the latents have the preset's `latent_channels` (4, SD 1's, where it says none)."""
     p = preset_values(preset, family)
     channels = tuple(p["block_out_channels"])
     with seeded(seed):
-        return AutoencoderKL(in_channels=image_channels, out_channels=image_channels, latent_channels=4, sample_size=32,
+        return AutoencoderKL(in_channels=image_channels, out_channels=image_channels, sample_size=32,
+                             latent_channels=p.get("latent_channels", 4),
                              block_out_channels=channels, down_block_types=("DownEncoderBlock2D",) * len(channels),
                              up_block_types=("UpDecoderBlock2D",) * len(channels),
                              layers_per_block=p["layers_per_block"], norm_num_groups=8)

@@ -1,0 +1,97 @@
+"""Which latent shape keeps what a prompt asks for? Chapter 5's colour VAE against candidates of other shapes, each
+trained with the colour VAE's cpu preset but for the one change its name says, all judged side by side in one run:
+test garments go through each VAE (encode the latents' mean, decode) and the judges read the reconstructions: class
+(chapter 1b's judge), pattern (`colour_judges`' pattern judge), colour (`garment_colours`), PSNR, and the pattern
+judge on plain garments alone (does plain cloth stay plain?). The originals give the judges' ceiling. A candidate
+trains once (minutes on 2 cores; its seconds are kept beside it) and is loaded from the cache afterwards.
+
+    python bench/colour_vae_candidates.py [--candidates "8×8×8,4×16×16"] [--n 2000] [--out bench/results]
+"""
+import json, sys, time
+
+import pandas as pd
+import torch
+from diffusers import AutoencoderKL
+
+from course_lib.colour_fashion import PALETTE, colour_tensors, garment_colours, load_colour_fashion
+from course_lib.core import check_choice
+from course_lib.evaluation import FashionClassifier, classifier_outputs
+from course_lib.garments import PATTERNS
+from course_lib.latent_diffusion import make_small_vae
+from course_lib.latents import decode, encode, psnr
+from course_lib.models import load_course_model
+from course_lib.own_sd import colour_judges, colour_unit_images, garment_gray, train_colour_vae
+from course_lib.training import cache_path, preset_values
+from common import bench_parser, parse_bench_args
+
+CPU = preset_values("cpu", "colour_vae")
+CANDIDATES = {  # name (latent channels × side × side) -> what changes from the cpu preset
+    "4×8×8 (shipped)": None,
+    "8×8×8": {"latent_channels": 8},
+    "16×8×8": {"latent_channels": 16},
+    "4×16×16": {"block_out_channels": [32, 64]},  # one halving fewer: factor 2
+    "4×8×8 2 epochs": {"epochs": 2},
+    "4×8×8 wider": {"block_out_channels": [64, 128, 128]},
+}
+
+
+def candidate_vae(name: str, change: dict | None, images: torch.Tensor, device) -> tuple[AutoencoderKL, float | None]:
+    "The VAE `name` and its training seconds: the shipped one, else trained once and then loaded from the cache."
+    if change is None: return load_course_model("own-sd", AutoencoderKL, device, subfolder="vae"), None
+    preset = CPU | change
+    folder = cache_path("colour-vae-candidate", preset)
+    if not (folder / "config.json").exists():
+        vae = make_small_vae(preset, "colour_vae", image_channels=3)
+        start = time.perf_counter()
+        train_colour_vae(vae, images, preset, device=device)
+        vae.save_pretrained(folder)
+        (folder / "seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
+    return (AutoencoderKL.from_pretrained(folder).to(device).eval(),
+            json.loads((folder / "seconds.json").read_text())["seconds"])
+
+
+def judged(pictures: torch.Tensor, test: dict, judges: dict) -> dict:
+    "Accuracy of each judge on `pictures` (N×3×32×32 in [0, 1]) against the test garments' own attributes."
+    gray, pixels = garment_gray(pictures), (pictures.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)
+    pattern = classifier_outputs(judges["pattern"], gray)[0] == test["pattern"]
+    plain = test["pattern"] == PATTERNS.index("plain")
+    return {"class %": (classifier_outputs(judges["class"], gray)[0] == test["label"]).float().mean().item() * 100,
+            "pattern %": pattern.float().mean().item() * 100,
+            "plain stays plain %": pattern[plain].float().mean().item() * 100,
+            "colour %": (garment_colours(pixels) == test["colour"]).float().mean().item() * 100}
+
+
+def main():
+    parser = bench_parser(__doc__)
+    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--n", type=int, default=2000, help="test garments judged")
+    args, device, out = parse_bench_args(parser)
+    names = [check_choice("--candidates", name.strip(), tuple(CANDIDATES)) for name in args.candidates.split(",")]
+    judges = colour_judges(load_course_model("judge", FashionClassifier, "cpu"), device="cpu")
+    train_images = colour_tensors(load_colour_fashion("train"))["images"]
+    test = colour_tensors(load_colour_fashion("test"))
+    test = {k: v[:args.n] for k, v in test.items()}
+    originals = colour_unit_images(test["images"])
+    rows = [{"VAE": "none (the originals)", "latent numbers": 3 * 32 * 32} | judged(originals, test, judges)]
+    for name in names:
+        vae, seconds = candidate_vae(name, CANDIDATES[name], train_images, device)
+        latents = encode(vae, originals.to(device), mode="mean")
+        pictures = decode(vae, latents).cpu()
+        rows.append({"VAE": name, "latent numbers": latents[0].numel(),
+                     "parameters (M)": sum(p.numel() for p in vae.parameters()) / 1e6,
+                     "train s": seconds, "PSNR dB": psnr(originals, pictures)} | judged(pictures, test, judges))
+        print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format="%.1f"), flush=True)
+    table = pd.DataFrame(rows)
+    table = table.astype(object).where(table.notna(), "")  # the originals have no parameters, the shipped VAE no time
+    markdown = table.to_markdown(index=False, floatfmt=".1f")
+    print(markdown)
+    command = "python bench/colour_vae_candidates.py " + " ".join(sys.argv[1:])
+    (out / "colour_vae_candidates.md").write_text(
+        f"# Colour VAE candidates ({time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} CPU threads)\n\n"
+        f"`{command}`; train s: each candidate trained alone on an otherwise idle machine.\n\n{markdown}\n")
+    print(f"\n{len(PALETTE)} colours, {len(PATTERNS)} patterns; {args.n} test garments; table: "
+          f"{out / 'colour_vae_candidates.md'}")
+
+
+if __name__ == "__main__":
+    main()
