@@ -32,6 +32,8 @@ CANDIDATES = {  # name (latent channels × side × side) -> what changes from th
     "4×16×16": {"block_out_channels": [32, 64]},  # one halving fewer: factor 2
     "4×8×8 2 epochs": {"epochs": 2},
     "4×8×8 wider": {"block_out_channels": [64, 128, 128]},
+    "4×16×16 2 epochs": {"block_out_channels": [32, 64], "epochs": 2},
+    "8×16×16": {"block_out_channels": [32, 64], "latent_channels": 8},
 }
 
 
