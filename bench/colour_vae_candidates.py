@@ -34,6 +34,8 @@ CANDIDATES = {  # name (latent channels × side × side) -> what changes from th
     "4×8×8 wider": {"block_out_channels": [64, 128, 128]},
     "4×16×16 2 epochs": {"block_out_channels": [32, 64], "epochs": 2},
     "8×16×16": {"block_out_channels": [32, 64], "latent_channels": 8},
+    "4×16×16 KL 1e-6": {"block_out_channels": [32, 64], "kl_weight": 1e-6},  # SD's KL weight (its loss is summed)
+    "4×16×16 L1 KL 1e-6": {"block_out_channels": [32, 64], "kl_weight": 1e-6, "reconstruction": "l1"},  # SD's loss
 }
 
 

@@ -15,16 +15,16 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from .conditioning import generate_from_class, make_class_unet
-from .core import derived_generator, get_device, seeded
+from .core import check_choice, derived_generator, get_device, seeded
 from .latents import decode, encode, psnr
 from .models import downsampling_factor, load_vae
 from .training import (cache_path, cached_pretrained, epoch_batches, fashion_batches, preset_label,
                                  preset_values, run_settings, train, unit_images)
 
 # %% auto #0
-__all__ = ['make_small_vae', 'make_fashion_vae', 'vae_loss', 'latent_scaling_factor', 'measured_scaling_factor', 'train_vae',
-           'fashion_vae_path', 'fashion_vae', 'reconstruction_psnr', 'encode_fashion', 'make_latent_unet',
-           'generate_latent_class']
+__all__ = ['RECONSTRUCTION_LOSSES', 'make_small_vae', 'make_fashion_vae', 'vae_loss', 'latent_scaling_factor',
+           'measured_scaling_factor', 'train_vae', 'fashion_vae_path', 'fashion_vae', 'reconstruction_psnr',
+           'encode_fashion', 'make_latent_unet', 'generate_latent_class']
 
 # %% ../nbs/02c_latent_diffusion.ipynb #1eb8a73a
 def make_small_vae(preset=None, family: str = "vae", image_channels: int = 1, seed: int = 0) -> AutoencoderKL:
@@ -44,13 +44,16 @@ def make_fashion_vae(preset=None, seed: int = 0) -> AutoencoderKL:
     return make_small_vae(preset, "vae", 1, seed)
 
 # %% ../nbs/02c_latent_diffusion.ipynb #0af848aa
+RECONSTRUCTION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}  # SD's own VAE: L1 (plus perceptual and GAN terms)
+
 def vae_loss(vae, x: torch.Tensor, kl_weight: float, generator: torch.Generator | None = None,
-             bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "(total, reconstruction MSE, KL per pixel) for images `x` in [-1, 1] through a sampled latent."
+             bf16: bool = False, reconstruction: str = "mse") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "(total, reconstruction loss (`mse` or `l1`), KL per pixel) for images `x` in [-1, 1] through a sampled latent."
+    reconstruction_fn = RECONSTRUCTION_LOSSES[check_choice("reconstruction", reconstruction, tuple(RECONSTRUCTION_LOSSES))]
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         posterior = vae.encode(x).latent_dist
-        reconstruction = vae.decode(posterior.sample(generator=generator)).sample
-    reconstruction_loss = F.mse_loss(reconstruction.float(), x)
+        decoded = vae.decode(posterior.sample(generator=generator)).sample
+    reconstruction_loss = reconstruction_fn(decoded.float(), x)
     kl = posterior.kl().float().mean() / x[0].numel()  # per pixel, so kl_weight does not depend on the image size
     return reconstruction_loss + kl_weight * kl, reconstruction_loss, kl
 

@@ -11,6 +11,7 @@ import gzip, importlib.resources, inspect, json
 from pathlib import Path
 
 import huggingface_hub
+import safetensors.torch
 import torch
 import transformers
 from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
@@ -26,9 +27,10 @@ from .versions import dtype_argument
 __all__ = ['CLIP_MAX_LENGTH', 'CLIP_MERGES', 'PACKAGED_CLIP_BPE', 'CLIP_VOCAB_SIZE', 'TINY_UNET', 'TINY_VAE', 'TINY_TEXT_ENCODER',
            'SD15_SCHEDULER', 'FASHION_SCHEDULE', 'SCHEDULERS', 'OFFLINE_ALTERNATIVES', 'PRETRAINED_DIR',
            'COURSE_MODELS', 'bytes_to_unicode', 'clip_vocab_and_merges', 'find_clip_bpe', 'clip_tokenizer_from_bpe',
-           'load_clip_tokenizer', 'tiny_sd_components', 'tiny_sd_pipeline', 'downsampling_factor', 'make_scheduler',
-           'step_kwargs', 'component_subfolder', 'complete_transformers_model', 'load_part', 'load_sd_pipeline',
-           'load_vae', 'load_text_encoder', 'course_model_folder', 'course_model_facts', 'load_course_model']
+           'load_clip_tokenizer', 'save_clip_tokenizer', 'tiny_sd_components', 'tiny_sd_pipeline',
+           'downsampling_factor', 'make_scheduler', 'step_kwargs', 'component_subfolder', 'complete_transformers_model',
+           'load_part', 'load_sd_pipeline', 'load_vae', 'load_text_encoder', 'course_model_folder', 'course_weights',
+           'course_model_facts', 'load_course_model']
 
 # %% ../nbs/00_models.ipynb #f7b0aeff
 CLIP_MAX_LENGTH = 77  # CLIP's context: 75 prompt tokens between the start and end markers
@@ -99,6 +101,18 @@ def load_clip_tokenizer(model_id=None, bpe_path=None, verbose=True) -> CLIPToken
     if verbose: print(f"CLIP tokenizer from {source}")
     return tokenizer
 
+# %% ../nbs/00_models.ipynb #a5c1e002
+def save_clip_tokenizer(tokenizer: CLIPTokenizer, folder) -> Path:
+    "Save `tokenizer` as CLIP's repositories do (`vocab.json`, `merges.txt`, `tokenizer_config.json`) in `folder`."
+    folder = Path(folder)
+    tokenizer.save_pretrained(folder)
+    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["merges"]]  # pairs in tokenizers >= 0.20
+    (folder / "vocab.json").write_text(json.dumps(spec["vocab"], ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    (folder / "tokenizer.json").unlink()  # the same tokenizer again, twice the size
+    return folder
+
 # %% ../nbs/00_models.ipynb #0a9fd1ce
 TINY_UNET = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -165,15 +179,15 @@ def component_subfolder(model_id, component: str, subfolder: str | None = None) 
     return component if whole else None
 
 # %% ../nbs/00_models.ipynb #9097eaf2
-def complete_transformers_model(load, dtype, where: str):
-    "`load(dtype=...)` of a transformers model, quietly, refusing missing weights; (model, `where` + what it skipped)."
+def complete_transformers_model(load, dtype, where: str, missing: set = frozenset()):
+    "`load(dtype=...)` of a transformers model, quietly, refusing missing weights (but `missing`); (model, what it did)."
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # its own report of unused weights: we count them below instead
     try: model, report = load(dtype=dtype, output_loading_info=True)
     finally: transformers.logging.set_verbosity(verbosity)
-    if report["missing_keys"]:
+    if absent := sorted(set(report["missing_keys"]) - set(missing)):
         raise ValueError(f"`model_id` {where!r} holds no complete {type(model).__name__}: "
-                         f"{len(report['missing_keys'])} weights missing, e.g. {sorted(report['missing_keys'])[0]!r}.")
+                         f"{len(absent)} weights missing, e.g. {absent[0]!r}.")
     skipped = len(report["unexpected_keys"])
     return model, where + (f" (skipped {skipped} tensors it does not use)" if skipped else "")
 
@@ -247,6 +261,18 @@ def course_model_folder(name: str, hub_id=None) -> Path:
         raise FileNotFoundError(f"This copy of course_lib ships no {name!r} ({folder} is missing): run `make models`.")
     return folder
 
+# %% ../nbs/00_models.ipynb #a5c1e006
+def course_weights(shares: dict, hub_id=None) -> dict:
+    "The weights `shares` names ({key prefix: `course model/file`}): each file's tensors, their names under the prefix."
+    weights = {}
+    for prefix, source in shares.items():
+        owner, file = source.split("/", 1)
+        stored = safetensors.torch.load_file(course_model_folder(owner, hub_id) / file)
+        if not stored: raise ValueError(f"course model file {source} holds no tensors.")
+        # a CLIPTextModel saves its text_model.* as plain names (transformers 5), or with the prefix (earlier)
+        weights |= {prefix + key.removeprefix(prefix): value for key, value in stored.items()}
+    return weights
+
 # %% ../nbs/00_models.ipynb #4ea7f23b
 def course_model_facts(name: str, hub_id=None) -> dict:
     "What `course_model.json` of course model `name` records: preset, steps, seconds, device, data, figures, command."
@@ -255,7 +281,11 @@ def course_model_facts(name: str, hub_id=None) -> dict:
 def load_course_model(name: str, cls, device=None, hub_id=None, **kwargs):
     "Course model `name` as `cls` (`cls.from_pretrained(folder, **kwargs)`) in float32 on `device`; its source noted."
     folder, facts = course_model_folder(name, hub_id), course_model_facts(name, hub_id)
-    model = cls.from_pretrained(folder, **dtype_argument(cls, torch.float32), **kwargs)  # shipped in fp16
+    if shared := course_weights(facts.get("shares", {}), hub_id):  # a transformers model missing exactly those
+        load = lambda **dtype: cls.from_pretrained(folder, **dtype, **kwargs)
+        model, _ = complete_transformers_model(load, torch.float32, str(folder), missing=set(shared))
+        model.load_state_dict(shared, strict=False)
+    else: model = cls.from_pretrained(folder, **dtype_argument(cls, torch.float32), **kwargs)  # shipped in fp16
     model = model.to(get_device(device))
     note_source(COURSE_MODELS[name], f"shipped with course_lib ({facts['preset']} preset, {facts['steps']:,} steps, "
                                      f"trained by `make models` on {facts['device']})")

@@ -7,20 +7,21 @@ Docs: https://sd-course.github.io/course_lib/own_sd.html.md"""
 
 # %% ../nbs/05_own_sd.ipynb #f6b98cb9
 from __future__ import annotations
-import random, time
+import copy, json, random, time
+from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import diffusers
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from tqdm.auto import tqdm
-from transformers import CLIPModel
 
 # %% auto #0
 __all__ = ['make_colour_vae', 'colour_unit_images', 'train_colour_vae', 'colour_vae_path', 'colour_vae', 'vae_psnr',
-           'make_text_unet', 'text_diffusion_loss', 'train_text_unet', 'own_sd_pipeline', 'own_sd_path', 'own_sd',
-           'shipped_own_sd', 'garment_gray', 'colour_judges', 'held_out_requests', 'attribute_hits', 'guidance_table',
-           'plot_guidance_table', 'guidance_strip']
+           'make_text_unet', 'text_diffusion_loss', 'train_text_unet', 'own_sd_pipeline', 'save_compact_pipeline',
+           'own_sd_path', 'own_sd', 'shipped_own_sd', 'garment_gray', 'colour_judges', 'held_out_requests',
+           'attribute_hits', 'guidance_table', 'plot_guidance_table', 'guidance_strip']
 
 # %% ../nbs/05_own_sd.ipynb #f53032db
 from .colour_fashion import (COLOUR_VERSION, PALETTE, colour_tensors, describe_garment, garment_colours,
@@ -32,7 +33,8 @@ from .garments import PATTERNS
 from .images import show_images
 from .latent_diffusion import latent_scaling_factor, make_small_vae, vae_loss
 from .latents import decode, encode, psnr
-from .models import FASHION_SCHEDULE, load_clip_tokenizer, load_course_model, load_sd_pipeline, make_scheduler
+from .models import (FASHION_SCHEDULE, load_clip_tokenizer, load_course_model, load_sd_pipeline, make_scheduler,
+                               save_clip_tokenizer)
 from .sampling import generate
 from .text import tokenize
 from .text_encoders import caption_batches, clip_score, clip_towers, text_tower
@@ -54,7 +56,8 @@ def train_colour_vae(vae, images: torch.Tensor, preset=None, *, seed: int = 0, m
     "Train `vae` on uint8 garments N×32×32×3 with `colour_vae` `preset`, then measure its scaling factor; its record."
     p, run = preset_values(preset, "colour_vae"), run_settings(preset, len(images), "colour_vae")
     n = run["train_samples"]
-    loss = lambda vae, batch, generator, bf16: vae_loss(vae, batch[0], p["kl_weight"], generator, bf16)
+    loss = lambda vae, batch, generator, bf16: vae_loss(vae, batch[0], p["kl_weight"], generator, bf16,
+                                                            p.get("reconstruction", "mse"))
     batches = epoch_batches(images[:n].to(get_device(device)), None, p["batch_size"], seed)
     record = train(vae, loss, batches, run, seed=seed, max_steps=max_steps, device=device, progress=progress,
                    what="colour VAE", logged=("reconstruction", "kl"))
@@ -140,6 +143,19 @@ def own_sd_pipeline(vae, text_encoder, tokenizer, unet) -> StableDiffusionPipeli
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
+# %% ../nbs/05_own_sd.ipynb #b7e2a002
+def save_compact_pipeline(pipe: StableDiffusionPipeline, folder) -> Path:
+    "Save `pipe` in `folder` with fp16 weights that load in float32, and CLIP's compact tokenizer files; `pipe` stays."
+    folder, verbosity = Path(folder), diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()  # its advice on modules to keep in float32: these have none
+    try: copy.deepcopy(pipe).to(torch.float16).save_pretrained(folder)
+    finally: diffusers.utils.logging.set_verbosity(verbosity)
+    text_config = folder / "text_encoder" / "config.json"
+    config = json.loads(text_config.read_text()) | {"dtype": "float32"}  # the dtype transformers 5 loads it in
+    text_config.write_text(json.dumps(config, indent=2) + "\n")
+    save_clip_tokenizer(pipe.tokenizer, folder / "tokenizer")
+    return folder
+
 # %% ../nbs/05_own_sd.ipynb #ed62cbbf
 def own_sd_path(preset=None, seed: int = 0, cache_dir=None):
     "The cache folder of the whole pipeline of `preset` and `seed` (the course's `cache_path` rule)."
@@ -165,11 +181,9 @@ def own_sd(preset=None, seed: int = 0, cache_dir=None, device=None, progress: bo
 
 # %% ../nbs/05_own_sd.ipynb #bd13dc28
 def shipped_own_sd(device=None) -> StableDiffusionPipeline:
-    "The own Stable Diffusion shipped with course_lib: its UNet, VAE and scheduler, the shipped CLIP's text tower."
-    text_encoder = text_tower(load_course_model("clip-towers", CLIPModel, device))
-    pipe = load_course_model("own-sd", StableDiffusionPipeline, device, text_encoder=text_encoder,
-                             tokenizer=load_clip_tokenizer(verbose=False), safety_checker=None,
-                             feature_extractor=None, requires_safety_checker=False)
+    "The own Stable Diffusion shipped with course_lib (a complete diffusers folder), in float32 on `device`."
+    pipe = load_course_model("own-sd", StableDiffusionPipeline, device, safety_checker=None,
+                             requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

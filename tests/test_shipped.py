@@ -1,6 +1,8 @@
 """The models shipped inside course_lib (`make models`): present, within the size budget, loadable, and as good as the
 course says, measured in seconds on held-out data."""
 
+import subprocess, sys
+
 import pytest
 import torch
 from safetensors import safe_open
@@ -85,8 +87,27 @@ def test_shipped_own_sd_draws_the_asked_class_and_colour(judge):
     assert (classes & colours).mean() >= 0.8, f"class {classes.mean():.0%}, colour {colours.mean():.0%}"
 
 
-def test_shipped_clip_text_tower_is_the_own_sd_text_encoder():
+def test_shipped_clip_text_tower_is_the_own_sd_text_encoder_stored_once():
     towers = load_course_model("clip-towers", CLIPModel, "cpu")
     pipe = shipped_own_sd("cpu")
     assert all(torch.equal(a, b) for a, b in zip(towers.text_model.state_dict().values(),
                                                  pipe.text_encoder.state_dict().values()))
+    with safe_open(str(course_model_folder("clip-towers") / "model.safetensors"), "pt") as f:
+        assert not [k for k in f.keys() if k.startswith("text_model.")] and "visual_projection.weight" in f.keys()
+
+
+def test_own_sd_folder_loads_with_plain_diffusers_in_a_fresh_process_and_draws_what_generate_draws(tmp_path):
+    prompts, out = ["a red striped dress", "a blue checked bag"], tmp_path / "images.pt"
+    script = f"""
+import sys, torch, diffusers, transformers
+pipe = diffusers.StableDiffusionPipeline.from_pretrained({str(course_model_folder("own-sd"))!r})
+pipe.set_progress_bar_config(disable=True)
+images = pipe({prompts!r}, num_inference_steps=30, guidance_scale=3.0, generator=torch.Generator().manual_seed(0),
+              output_type="pt").images
+assert not [name for name in sys.modules if name.startswith("course_lib")]
+torch.save(images, {str(out)!r})
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    expected = generate(shipped_own_sd("cpu"), prompts, guidance_scale=3.0, num_inference_steps=30, seed=0,
+                        output_type="pt", progress=False)
+    assert torch.equal(torch.load(out), expected)

@@ -5,19 +5,20 @@
 `make models` runs this. Each model is trained from scratch by its chapter's own function with the named preset (the
 cpu presets by default, about three quarters of an hour on 2 CPU cores; on a GPU pass --preset gpu): chapter 1's
 class-conditioned UNet, chapter 1b's judge, chapter 2's Fashion VAE and its latent UNet, chapter 3's CLIP towers,
-chapter 5's own Stable Diffusion (its colour VAE and UNet; its text encoder is the CLIP towers' text tower).
+chapter 5's own Stable Diffusion (its colour VAE and UNet; its text encoder is the CLIP towers' text tower, stored
+once, in own-sd, so the two retrain together).
 --cache-dir names where the colour judges used for measuring are kept (default: a fresh folder). Each goes to
 <out>/<name>/ in fp16 safetensors as a `save_pretrained` folder, with `course_model.json` (preset, steps, seconds,
 device, data fingerprint, figures) and a model card, README.md. The figures measured on each model are printed and
 written to the card.
 """
-import argparse, json, os, platform, shutil, sys, tempfile, time
+import argparse, copy, json, os, platform, shutil, sys, tempfile, time
 from pathlib import Path
 
 import course_lib  # noqa: F401  (before diffusers: mutes transformers' torchvision advice)
 import diffusers
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DModel
+from diffusers import AutoencoderKL, UNet2DModel
 from transformers import CLIPModel
 
 from course_lib.conditioning import generate_from_class, make_class_unet, class_run_settings, train_class_conditioned
@@ -28,13 +29,16 @@ from course_lib.evaluation import FashionClassifier, class_accuracy, train_class
 from course_lib.latent_diffusion import (encode_fashion, generate_latent_class, make_fashion_vae, make_latent_unet,
                                          reconstruction_psnr, train_vae)
 from course_lib.models import COURSE_MODELS, PRETRAINED_DIR, load_clip_tokenizer, load_course_model, make_scheduler
-from course_lib.own_sd import (attribute_hits, colour_judges, held_out_requests, make_colour_vae, shipped_own_sd,
-                               make_text_unet, own_sd_pipeline, train_colour_vae, train_text_unet, vae_psnr)
+from course_lib.own_sd import (attribute_hits, colour_judges, held_out_requests, make_colour_vae, make_text_unet,
+                               own_sd_pipeline, save_compact_pipeline, shipped_own_sd, train_colour_vae,
+                               train_text_unet, vae_psnr)
 from course_lib.sampling import generate
 from course_lib.text_encoders import make_clip_towers, text_tower, train_clip_towers, zero_shot_table
 from course_lib.training import data_fingerprint, preset_values
 
 RETRAIN = "make models"
+SHARED_TEXT_TOWER = {"text_model.": "own-sd/text_encoder/model.safetensors"}  # clip-towers' text tower, stored once
+TRAINED_TOGETHER = ("clip-towers", "own-sd")  # one text tower: retrained and written together
 USAGES = {  # the card's "Load it with" code of each model
     "judge": 'from course_lib.evaluation import FashionClassifier\nfrom course_lib.models import load_course_model\n'
              'judge = load_course_model("judge", FashionClassifier)',
@@ -47,8 +51,9 @@ USAGES = {  # the card's "Load it with" code of each model
                    'model = load_course_model("latent-unet", UNet2DModel)',
     "clip-towers": 'from transformers import CLIPModel\nfrom course_lib.models import load_course_model\n'
                    'towers = load_course_model("clip-towers", CLIPModel)',
-    "own-sd": "from course_lib.own_sd import shipped_own_sd\n"
-              "pipe = shipped_own_sd()  # its text encoder: clip-towers' text tower"}
+    "own-sd": "from diffusers import StableDiffusionPipeline\nfrom course_lib.models import course_model_folder\n"
+              "pipe = StableDiffusionPipeline.from_pretrained(course_model_folder(\"own-sd\"))  # or any copy of it\n"
+              "# or: from course_lib.own_sd import shipped_own_sd; pipe = shipped_own_sd()"}
 
 
 def device_name() -> str:
@@ -60,6 +65,9 @@ def write_card(folder: Path, facts: dict):
     "Write `facts` to `folder`/course_model.json and the model card README.md."
     (folder / "course_model.json").write_text(json.dumps(facts, indent=1) + "\n")
     figures = "\n".join(f"- {k}: {v}" for k, v in facts["figures"].items())
+    only = " ".join(TRAINED_TOGETHER) if facts["name"] in TRAINED_TOGETHER else facts["name"]
+    shared = "".join(f"\nIts `{prefix}*` weights are stored once, in `{source}` (`load_course_model` puts them in).\n"
+                     for prefix, source in facts.get("shares", {}).items())
     (folder / "README.md").write_text(f"""# {facts['name']}: {facts['what']}
 
 Trained by the course itself, shipped inside `course_lib` in fp16. Load it with:
@@ -67,7 +75,7 @@ Trained by the course itself, shipped inside `course_lib` in fp16. Load it with:
 ```python
 {facts['usage']}
 ```
-
+{shared}
 ## Recipe
 The `{facts['preset']}` preset of `course_lib/settings.ini`:
 
@@ -76,7 +84,7 @@ The `{facts['preset']}` preset of `course_lib/settings.ini`:
 ```
 
 ## Retrain
-`{RETRAIN}` (all course models, from scratch; `python tools/make_models.py --only {facts['name']}` for this one).
+`{RETRAIN}` (all course models, from scratch; `python tools/make_models.py --only {only}` for this one).
 
 ## Data
 {facts['data']}
@@ -97,6 +105,7 @@ def write_model(out: Path, name: str, save, facts: dict):
         save(tmp)
         write_card(tmp, {"name": name, "what": COURSE_MODELS[name], "command": RETRAIN, "torch": torch.__version__,
                          "usage": USAGES[name]} | facts)
+        for path in tmp.rglob("*"): path.chmod(0o755 if path.is_dir() else 0o644)  # some savers write 0600
         tmp.chmod(0o755)
         if folder.exists(): shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -119,9 +128,9 @@ def own_sd_figures(pipe, colour_test: dict, seconds: float, cache_dir=None) -> d
 
 
 def as_shipped(model):
-    """`model` with its weights rounded to fp16 and back: what its card measures is what ships (in fp16), not the fp32
-    run."""
-    return model.to(torch.float16).float()
+    """A copy of `model` (or pipeline) with its weights rounded to fp16 and back: what its card measures is what ships
+    (in fp16), not the fp32 run."""
+    return copy.deepcopy(model).to(torch.float16).to(torch.float32)
 
 
 def judge_figures(judge, test_images, test_labels) -> dict:
@@ -201,6 +210,15 @@ def half(model):
     return save
 
 
+def half_sharing(towers, shares: dict):
+    "Save `towers` in fp16 without the weights `shares` names (their prefixes), which another course model holds."
+    def save(folder):
+        stored = copy.deepcopy(towers).to(torch.float16)
+        kept = {k: v for k, v in stored.state_dict().items() if not k.startswith(tuple(shares))}
+        stored.save_pretrained(folder, state_dict=kept)
+    return save
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu")
@@ -211,6 +229,9 @@ def main():
                         help="measure these shipped models again, from their fp16 weights, "
                              "and rewrite their cards' figures")
     args = parser.parse_args()
+    if len(set(TRAINED_TOGETHER) & set(args.only)) == 1:
+        parser.error("clip-towers and own-sd share one text tower (stored in own-sd): retrain them together, "
+                     "--only clip-towers own-sd")
     if args.remeasure: return remeasure(Path(args.out), args.remeasure, args.cache_dir)
     cache_dir, out, preset = args.cache_dir or tempfile.mkdtemp(prefix="make-models-"), Path(args.out), args.preset
     out.mkdir(parents=True, exist_ok=True)
@@ -273,12 +294,10 @@ def main():
                        f"{fingerprint}")
         towers = make_clip_towers(preset)
         clip_record = train_clip_towers(towers, tokenizer, colour_train, preset, device=device, progress=False)
-        write_model(out, "clip-towers", half(towers),
-                    dict(preset=preset, recipe=preset_values(preset, "clip"), steps=clip_record["step"],
-                         seconds=clip_record["seconds"], device=where, data=colour_data,
-                         figures=clip_towers_figures(as_shipped(towers), tokenizer, colour_test)))
-        towers = towers.float()
-    if "own-sd" in args.only:
+        clip_facts = dict(preset=preset, recipe=preset_values(preset, "clip"), steps=clip_record["step"],
+                          seconds=clip_record["seconds"], device=where, data=colour_data, shares=SHARED_TEXT_TOWER,
+                          figures=clip_towers_figures(as_shipped(towers), tokenizer, colour_test))
+        towers = as_shipped(towers)  # its text tower as shipped is what the UNet learns to read
         vae = make_colour_vae(preset)
         vae_record = train_colour_vae(vae, colour_train["images"], preset, device=device, progress=False)
         text_encoder = text_tower(towers)
@@ -287,16 +306,15 @@ def main():
                                       progress=False)
         pipe = own_sd_pipeline(vae, text_encoder, tokenizer, unet)
         seconds = vae_record["seconds"] + clip_record["seconds"] + unet_record["seconds"]
-        bare = StableDiffusionPipeline(vae=vae, unet=unet, scheduler=pipe.scheduler, text_encoder=None, tokenizer=None,
-                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-        write_model(out, "own-sd", half(bare),
+        write_model(out, "own-sd", lambda folder: save_compact_pipeline(pipe, folder),
                     dict(preset=preset, recipe={f: preset_values(preset, f) for f in ("colour_vae", "text_unet")},
                          steps=unet_record["step"], seconds=seconds, device=where, data=colour_data,
                          parts={"colour VAE": dict(steps=vae_record["step"], seconds=round(vae_record["seconds"])),
                                 "CLIP towers (text encoder)": dict(steps=clip_record["step"],
                                                                    seconds=round(clip_record["seconds"])),
                                 "UNet": dict(steps=unet_record["step"], seconds=round(unet_record["seconds"]))},
-                         figures=own_sd_figures(pipe, colour_test, seconds, cache_dir)))
+                         figures=own_sd_figures(as_shipped(pipe), colour_test, seconds, cache_dir)))
+        write_model(out, "clip-towers", half_sharing(towers, SHARED_TEXT_TOWER), clip_facts)  # after its text tower
     total = sum(f.stat().st_size for name in COURSE_MODELS for f in (out / name).rglob("*")
                 if f.is_file() and (out / name).exists())
     print(f"\nall shipped models: {total / 1e6:.1f} MB in {out}; "
