@@ -3,11 +3,14 @@ trained with the colour VAE's cpu preset but for the one change its name says, a
 test garments go through each VAE (encode the latents' mean, decode) and the judges read the reconstructions: class
 (chapter 1b's judge), pattern (`colour_judges`' pattern judge), colour (`garment_colours`), PSNR, and the pattern
 judge on plain garments alone (does plain cloth stay plain?). The originals give the judges' ceiling. A candidate
-trains once (minutes on 2 cores; its seconds are kept beside it) and is loaded from the cache afterwards.
+trains once (minutes on 2 cores; its seconds are kept beside it) and is loaded from the cache afterwards. Writes
+`colour_vae_candidates.md` and `.json` under --out; with --out bench/results the JSON also ships as
+`course_lib/assets/colour_vae_candidates.json`, the table chapter 5 shows.
 
     python bench/colour_vae_candidates.py [--candidates "8×8×8,4×16×16"] [--n 2000] [--out bench/results]
 """
-import json, sys, time
+import datetime, json, platform, shutil, sys, time
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -21,28 +24,25 @@ from course_lib.latent_diffusion import make_small_vae
 from course_lib.latents import decode, encode, psnr
 from course_lib.models import load_course_model
 from course_lib.own_sd import colour_judges, colour_unit_images, garment_gray, train_colour_vae
-from course_lib.training import cache_path, preset_values
+from course_lib.training import cache_path
 from common import bench_parser, parse_bench_args
 
-CPU = preset_values("cpu", "colour_vae")
-CANDIDATES = {  # name (latent channels × side × side) -> what changes from the cpu preset
-    "4×8×8 (shipped)": None,
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {"block_out_channels": (32, 64, 64), "layers_per_block": 1, "train_samples": 60000, "epochs": 1,
+        "batch_size": 64, "learning_rate": 2e-3, "kl_weight": 1e-4, "mixed_precision": False}  # the first cpu recipe
+CANDIDATES = {  # name (latent channels × side × side) -> what changes from BASE
+    "4×8×8": {},
     "8×8×8": {"latent_channels": 8},
-    "16×8×8": {"latent_channels": 16},
-    "4×16×16": {"block_out_channels": [32, 64]},  # one halving fewer: factor 2
-    "4×8×8 2 epochs": {"epochs": 2},
-    "4×8×8 wider": {"block_out_channels": [64, 128, 128]},
-    "4×16×16 2 epochs": {"block_out_channels": [32, 64], "epochs": 2},
+    "16×8×8": {"latent_channels": 16},  # SD 3's channels
+    "4×16×16": {"block_out_channels": [32, 64]},  # one halving fewer: factor 2 (the cpu preset since issue 27)
     "8×16×16": {"block_out_channels": [32, 64], "latent_channels": 8},
-    "4×16×16 KL 1e-6": {"block_out_channels": [32, 64], "kl_weight": 1e-6},  # SD's KL weight (its loss is summed)
     "4×16×16 L1 KL 1e-6": {"block_out_channels": [32, 64], "kl_weight": 1e-6, "reconstruction": "l1"},  # SD's loss
 }
 
 
-def candidate_vae(name: str, change: dict | None, images: torch.Tensor, device) -> tuple[AutoencoderKL, float | None]:
-    "The VAE `name` and its training seconds: the shipped one, else trained once and then loaded from the cache."
-    if change is None: return load_course_model("own-sd", AutoencoderKL, device, subfolder="vae"), None
-    preset = CPU | change
+def candidate_vae(name: str, change: dict, images: torch.Tensor, device) -> tuple[AutoencoderKL, float]:
+    "The VAE `name` and its training seconds: trained once (`BASE` | `change`), then loaded from the cache."
+    preset = BASE | change
     folder = cache_path("colour-vae-candidate", preset)
     if not (folder / "config.json").exists():
         vae = make_small_vae(preset, "colour_vae", image_channels=3)
@@ -86,13 +86,23 @@ def main():
                      "train s": seconds, "PSNR dB": psnr(originals, pictures)} | judged(pictures, test, judges))
         print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format="%.1f"), flush=True)
     table = pd.DataFrame(rows)
-    table = table.astype(object).where(table.notna(), "")  # the originals have no parameters, the shipped VAE no time
+    table = table.astype(object).where(table.notna(), "")  # the originals have no parameters and no time
     markdown = table.to_markdown(index=False, floatfmt=".1f")
     print(markdown)
     command = "python bench/colour_vae_candidates.py " + " ".join(sys.argv[1:])
     (out / "colour_vae_candidates.md").write_text(
         f"# Colour VAE candidates ({time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} CPU threads)\n\n"
-        f"`{command}`; train s: each candidate trained alone on an otherwise idle machine.\n\n{markdown}\n")
+        f"`{command}`; train s: each candidate's training time, kept in its cache folder when it trained (4×8×8's: "
+        f"the card of the own-sd VAE shipped before issue 27, trained by the same recipe).\n\n{markdown}\n")
+    figures = {f"{row['VAE']}: {column}": f"{row[column]:.1f}" for row in rows
+               for column in ("class %", "pattern %", "plain stays plain %", "colour %", "PSNR dB", "train s")
+               if isinstance(row.get(column), float)}
+    (out / "colour_vae_candidates.json").write_text(json.dumps(dict(
+        command=command, date=datetime.date.today().isoformat(), garments=args.n, torch=torch.__version__,
+        device=f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)", changes=CANDIDATES,
+        table=table.to_dict(orient="list"), figures=figures), indent=1, ensure_ascii=False) + "\n")
+    if out.resolve() == (ROOT / "bench" / "results").resolve():  # what chapter 5 shows
+        shutil.copy(out / "colour_vae_candidates.json", ROOT / "course_lib" / "assets" / "colour_vae_candidates.json")
     print(f"\n{len(PALETTE)} colours, {len(PATTERNS)} patterns; {args.n} test garments; table: "
           f"{out / 'colour_vae_candidates.md'}")
 

@@ -9,12 +9,15 @@ UNet with one preset, timing each. The judges: chapter 1b's (the shipped one, el
 the class, its recipe trained on the colour set's patterns for the pattern, and the pixels for the colour. It prints
 - the judges' accuracy on held-out garments and on the same garments through the VAE (the ceiling),
 - chapter 3's zero-shot accuracy of the CLIP towers,
-- for guidance 0, 1, 2, 3, 5, 7.5 and 10 on --n held-out requests: class, colour and pattern accuracy, FID on the class
-  judge's features against held-out garments, CLIP score, and seconds,
+- for every guidance scale from 0 to 10 on --n held-out requests: class, colour and pattern accuracy (a pattern the
+  prompt allows: "striped" allows either direction), FID on the class judge's features against held-out garments,
+  CLIP score, and seconds,
 - the time of 8 images by `generate` (30 DDIM steps, guidance 3), best of 5,
-and saves the guidance plot and the Figure 4 strips (without and with a negative prompt) under --out.
+and saves under --out the guidance plot, the Figure 4 strips (without and with a negative prompt), the pattern strip
+(one dress, each pattern word) and `own_sd.json` (every figure above; with --out bench/results its copy ships as
+`course_lib/assets/own_sd_sweep.json`, which chapter 5 shows).
 """
-import tempfile, time
+import datetime, json, platform, shutil, sys, tempfile, time
 from pathlib import Path
 
 import course_lib  # noqa: F401  (before diffusers: mutes transformers' torchvision advice)
@@ -29,12 +32,16 @@ from course_lib.latents import decode, encode
 from course_lib.models import load_clip_tokenizer
 from course_lib.own_sd import (attribute_hits, colour_judges, colour_unit_images, colour_vae, guidance_strip,
                                guidance_table, make_text_unet, own_sd_path, own_sd_pipeline, plot_guidance_table,
-                               shipped_own_sd, train_text_unet, vae_psnr)
+                               prompt_strip, shipped_own_sd, train_text_unet, vae_psnr)
 from course_lib.sampling import generate
 from course_lib.text_encoders import clip_towers, text_tower, zero_shot_table
 from course_lib.training import save_pretrained_atomic
 import pandas as pd
 from common import bench_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+PATTERN_PROMPTS = [f"a {word} red dress" for word in ("plain", "horizontally striped", "vertically striped", "checked",
+                                                      "speckled")]
 
 
 def class_judge():
@@ -68,6 +75,7 @@ def main():
     if args.shipped:
         pipe, towers = shipped_own_sd(), load_course_model("clip-towers", CLIPModel)
         vae, text_encoder, unet = pipe.vae, pipe.text_encoder, pipe.unet
+        parts = {k: v["seconds"] for k, v in course_model_facts("own-sd")["parts"].items()}
         print("the shipped own-sd and clip-towers:", course_model_facts("own-sd")["parts"])
     else:
         vae, vae_s = timed("colour VAE", lambda: colour_vae(args.preset, cache_dir=cache_dir, progress=False))
@@ -79,6 +87,7 @@ def main():
             unet, vae, text_encoder, tokenizer, train, args.preset, progress=False))
         pipe = own_sd_pipeline(vae, text_encoder, tokenizer, unet)
         save_pretrained_atomic(pipe, own_sd_path(args.preset, cache_dir=cache_dir))
+        parts = {"colour VAE": vae_s, "CLIP towers (text encoder)": clip_s, "UNet": unet_s}
         print(f"\ntraining from nothing, {args.preset} preset: VAE {vae_s:.0f} s + CLIP {clip_s:.0f} s "
               f"+ UNet {unet_s:.0f} s = {(vae_s + clip_s + unet_s) / 60:.1f} min; UNet {record['step']} steps, "
               f"mean loss of the last 100 {sum(record['losses'][-100:]) / 100:.4f}")
@@ -98,7 +107,7 @@ def main():
                             "through the VAE": attribute_hits(decode(vae, encode(vae, real, mode="mean")), truth,
                                                               judges).mean()})
     print("judges' accuracy (2,000 held-out garments):\n" + ceiling.to_string())
-    table = guidance_table(pipe, judges, towers, n=args.n, reference=real, progress=False)
+    table = guidance_table(pipe, judges, towers, scales=tuple(range(11)), n=args.n, reference=real, progress=False)
     print(f"\nguidance sweep, {args.n} held-out requests per scale, 30 DDIM steps:\n"
           + table.round(3).to_string(index=False))
     plot_guidance_table(table, title=f"own Stable Diffusion ({args.preset} preset), held-out prompts").savefig(
@@ -116,7 +125,25 @@ def main():
     guidance_strip(pipe, "a red striped dress").savefig(out / "own_sd_figure4.png", dpi=120)
     guidance_strip(pipe, "a red striped dress", negative_prompt="a striped garment").savefig(
         out / "own_sd_figure4_negative.png", dpi=120)
-    print(f"figures: {out}/own_sd_guidance.png, own_sd_figure4.png, own_sd_figure4_negative.png; models in {cache_dir}")
+    prompt_strip(pipe, PATTERN_PROMPTS, title="one dress, each pattern word, guidance 3").savefig(
+        out / "own_sd_patterns.png", dpi=120)
+    best = table.loc[table["FID"].idxmin()]
+    figures = {f"{name} accuracy at guidance {row['guidance scale']:g}": f"{row[f'{name} accuracy']:.1%}"
+               for _, row in table.iterrows() for name in ("class", "colour", "pattern")}
+    figures |= {f"FID at guidance {row['guidance scale']:g}": f"{row['FID']:.0f}" for _, row in table.iterrows()}
+    figures |= {"best FID scale": f"{best['guidance scale']:g}", "8 images by generate": f"{min(times):.2f} s",
+                "training time, VAE + CLIP + UNet": f"{sum(parts.values()) / 60:.1f} min"}
+    figures |= {f"{judge} through the VAE": f"{value:.1%}" for judge, value in ceiling["through the VAE"].items()}
+    (out / "own_sd.json").write_text(json.dumps(dict(
+        command="python bench/own_sd.py " + " ".join(sys.argv[1:]), date=datetime.date.today().isoformat(),
+        device=f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)", torch=torch.__version__,
+        model="own-sd shipped with course_lib" if args.shipped else f"{args.preset} preset, trained here",
+        requests=f"{args.n} held-out requests per scale, 30 DDIM steps", training_seconds=parts,
+        table=table.to_dict(orient="list"), ceiling=ceiling.to_dict(), figures=figures), indent=1) + "\n")
+    if (out / "own_sd.json").resolve() == (ROOT / "bench" / "results" / "own_sd.json").resolve():
+        shutil.copy(out / "own_sd.json", ROOT / "course_lib" / "assets" / "own_sd_sweep.json")  # what chapter 5 shows
+    print(f"figures: {out}/own_sd_guidance.png, own_sd_figure4.png, own_sd_figure4_negative.png, own_sd_patterns.png, "
+          f"own_sd.json; models in {cache_dir}")
 
 
 if __name__ == "__main__":

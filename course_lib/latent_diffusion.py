@@ -49,7 +49,8 @@ RECONSTRUCTION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}  # SD's own VAE: L1
 def vae_loss(vae, x: torch.Tensor, kl_weight: float, generator: torch.Generator | None = None,
              bf16: bool = False, reconstruction: str = "mse") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "(total, reconstruction loss (`mse` or `l1`), KL per pixel) for images `x` in [-1, 1] through a sampled latent."
-    reconstruction_fn = RECONSTRUCTION_LOSSES[check_choice("reconstruction", reconstruction, tuple(RECONSTRUCTION_LOSSES))]
+    reconstruction_fn = RECONSTRUCTION_LOSSES[check_choice("reconstruction", reconstruction,
+                                                           tuple(RECONSTRUCTION_LOSSES))]
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         posterior = vae.encode(x).latent_dist
         decoded = vae.decode(posterior.sample(generator=generator)).sample

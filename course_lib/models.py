@@ -180,7 +180,7 @@ def component_subfolder(model_id, component: str, subfolder: str | None = None) 
 
 # %% ../nbs/00_models.ipynb #9097eaf2
 def complete_transformers_model(load, dtype, where: str, missing: set = frozenset()):
-    "`load(dtype=...)` of a transformers model, quietly, refusing missing weights (but `missing`); (model, what it did)."
+    "`load(dtype=...)` of a transformers model, quietly, refusing missing weights but `missing`; (model, what it did)."
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # its own report of unused weights: we count them below instead
     try: model, report = load(dtype=dtype, output_loading_info=True)

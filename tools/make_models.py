@@ -28,7 +28,8 @@ from course_lib.colour_fashion import colour_tensors, load_colour_fashion
 from course_lib.evaluation import FashionClassifier, class_accuracy, train_classifier
 from course_lib.latent_diffusion import (encode_fashion, generate_latent_class, make_fashion_vae, make_latent_unet,
                                          reconstruction_psnr, train_vae)
-from course_lib.models import COURSE_MODELS, PRETRAINED_DIR, load_clip_tokenizer, load_course_model, make_scheduler
+from course_lib.models import (COURSE_MODELS, PRETRAINED_DIR, course_model_facts, load_clip_tokenizer,
+                               load_course_model, make_scheduler)
 from course_lib.own_sd import (attribute_hits, colour_judges, held_out_requests, make_colour_vae, make_text_unet,
                                own_sd_pipeline, save_compact_pipeline, shipped_own_sd, train_colour_vae,
                                train_text_unet, vae_psnr)
@@ -225,11 +226,14 @@ def main():
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--only", nargs="*", choices=list(COURSE_MODELS), default=list(COURSE_MODELS))
     parser.add_argument("--out", default=str(PRETRAINED_DIR))
+    parser.add_argument("--keep-towers", action="store_true",
+                        help="train own-sd on the shipped CLIP towers instead of retraining both (their card's steps "
+                             "and seconds are counted in own-sd's time, and clip-towers is left as it is)")
     parser.add_argument("--remeasure", nargs="+", choices=list(COURSE_MODELS), metavar="NAME",
                         help="measure these shipped models again, from their fp16 weights, "
                              "and rewrite their cards' figures")
     args = parser.parse_args()
-    if len(set(TRAINED_TOGETHER) & set(args.only)) == 1:
+    if len(set(TRAINED_TOGETHER) & set(args.only)) == 1 and not args.keep_towers:
         parser.error("clip-towers and own-sd share one text tower (stored in own-sd): retrain them together, "
                      "--only clip-towers own-sd")
     if args.remeasure: return remeasure(Path(args.out), args.remeasure, args.cache_dir)
@@ -292,12 +296,16 @@ def main():
                                        colour_train["pattern"])
         colour_data = (f"course_lib's colour garments (seed 0), 60,000 training images with captions, fingerprint "
                        f"{fingerprint}")
-        towers = make_clip_towers(preset)
-        clip_record = train_clip_towers(towers, tokenizer, colour_train, preset, device=device, progress=False)
-        clip_facts = dict(preset=preset, recipe=preset_values(preset, "clip"), steps=clip_record["step"],
-                          seconds=clip_record["seconds"], device=where, data=colour_data, shares=SHARED_TEXT_TOWER,
-                          figures=clip_towers_figures(as_shipped(towers), tokenizer, colour_test))
-        towers = as_shipped(towers)  # its text tower as shipped is what the UNet learns to read
+        if args.keep_towers:  # the shipped towers: what `--only clip-towers own-sd` trained last, with its record
+            towers, kept = load_course_model("clip-towers", CLIPModel, device), course_model_facts("clip-towers")
+            clip_record = {"step": kept["steps"], "seconds": kept["seconds"]}
+        else:
+            towers = make_clip_towers(preset)
+            clip_record = train_clip_towers(towers, tokenizer, colour_train, preset, device=device, progress=False)
+            clip_facts = dict(preset=preset, recipe=preset_values(preset, "clip"), steps=clip_record["step"],
+                              seconds=clip_record["seconds"], device=where, data=colour_data, shares=SHARED_TEXT_TOWER,
+                              figures=clip_towers_figures(as_shipped(towers), tokenizer, colour_test))
+            towers = as_shipped(towers)  # its text tower as shipped is what the UNet learns to read
         vae = make_colour_vae(preset)
         vae_record = train_colour_vae(vae, colour_train["images"], preset, device=device, progress=False)
         text_encoder = text_tower(towers)
@@ -314,7 +322,8 @@ def main():
                                                                    seconds=round(clip_record["seconds"])),
                                 "UNet": dict(steps=unet_record["step"], seconds=round(unet_record["seconds"]))},
                          figures=own_sd_figures(as_shipped(pipe), colour_test, seconds, cache_dir)))
-        write_model(out, "clip-towers", half_sharing(towers, SHARED_TEXT_TOWER), clip_facts)  # after its text tower
+        if not args.keep_towers:
+            write_model(out, "clip-towers", half_sharing(towers, SHARED_TEXT_TOWER), clip_facts)  # after its text tower
     total = sum(f.stat().st_size for name in COURSE_MODELS for f in (out / name).rglob("*")
                 if f.is_file() and (out / name).exists())
     print(f"\nall shipped models: {total / 1e6:.1f} MB in {out}; "
