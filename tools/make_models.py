@@ -319,7 +319,8 @@ def main():
                          steps=unet_record["step"], seconds=seconds, device=where, data=colour_data,
                          parts={"colour VAE": dict(steps=vae_record["step"], seconds=round(vae_record["seconds"])),
                                 "CLIP towers (text encoder)": dict(steps=clip_record["step"],
-                                                                   seconds=round(clip_record["seconds"])),
+                                                                   seconds=round(clip_record["seconds"]),
+                                                                   retrained=not args.keep_towers),
                                 "UNet": dict(steps=unet_record["step"], seconds=round(unet_record["seconds"]))},
                          figures=own_sd_figures(as_shipped(pipe), colour_test, seconds, cache_dir)))
         if not args.keep_towers:
