@@ -1,0 +1,170 @@
+"""What changes to chapter 5's UNet buy: one trial = the shipped own-sd's VAE and text tower, a UNet trained with the
+`text_unet` cpu preset and one change, then measured on 200 held-out requests.
+
+    python bench/own_sd_trials.py --trial NAME [--trial NAME ...] [--out bench/results]
+    python bench/own_sd_trials.py --list          # the trials and what each changes
+    python bench/own_sd_trials.py --table         # rebuild the table from the results already in --out
+    python bench/own_sd_trials.py --smoke --trial NAME --out /tmp/x   # check the script in a minute
+
+Each trial trains from nothing on the shipped colour VAE's latents, reading the shipped text tower (frozen, except in
+the trial that trains its layers with the UNet), then scores 200 held-out requests (`held_out_requests(200, seed=3)`,
+sample i seeded i) at guidance 2, 3 and 5 with chapter 5's judges, and times 8 images by `generate` (30 DDIM steps,
+guidance 3, best of 3). A trial takes 10 to 30 minutes on 2 CPU cores (its training time is printed and recorded).
+Results go to --out/own_sd_trials.json (one entry per trial, replaced when the trial runs again) and
+--out/own_sd_trials.md; with --out bench/results the JSON's copy ships as `course_lib/assets/own_sd_trials.json`,
+which chapter 5 shows.
+"""
+import datetime, json, platform, shutil, sys, time
+from pathlib import Path
+
+import course_lib  # noqa: F401  (before diffusers: mutes transformers' torchvision advice)
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DConditionModel
+
+from course_lib.colour_fashion import colour_tensors, load_colour_fashion
+from course_lib.core import seeded
+from course_lib.evaluation import FashionClassifier
+from course_lib.latents import encode
+from course_lib.models import FASHION_SCHEDULE, course_model_facts, load_course_model
+from course_lib.own_sd import (attribute_hits, colour_judges, colour_unit_images, held_out_requests, make_text_unet,
+                               own_sd_pipeline, shipped_own_sd, train_text_unet)
+from course_lib.sampling import generate
+from course_lib.text import tokenize
+from course_lib.text_encoders import caption_batches
+from course_lib.training import preset_values, run_settings, train
+from common import bench_parser, parse_bench_args
+
+CROSS, PLAIN = "CrossAttnDownBlock2D", "DownBlock2D"
+TRIALS = {  # name: (what it changes, text_unet preset changes, UNet config changes, train the text tower's layers)
+    "shipped": ("the shipped recipe: 3 epochs", {}, {}, False),
+    "4 epochs": ("one more epoch", {"epochs": 4}, {}, False),
+    "6 epochs": ("three more epochs", {"epochs": 6}, {}, False),
+    "8 epochs": ("five more epochs", {"epochs": 8}, {}, False),
+    "narrow": ("16 and 32 channels at 16×16 and 8×8 (not 32 and 64)", {"block_out_channels": [16, 32, 64, 64]}, {},
+               False),
+    "attention at 8×8": ("cross-attention at 8×8 too", {"down_block_types": [PLAIN, CROSS, CROSS, CROSS]}, {}, False),
+    "pooled text": ("the text states pooled into the time embedding, so every block hears the prompt "
+                    "(DeepFloyd IF's addition_embed_type='text')", {},
+                    {"addition_embed_type": "text", "addition_embed_type_num_heads": 4}, False),
+    "text layers trained": ("the text tower's layers trained with the UNet (GLIDE-style; token embeddings frozen)", {},
+                            {}, True),
+}
+SCALES, N_REQUESTS, REQUEST_SEED = (2, 3, 5), 200, 3
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_with_text_layers(unet, vae, text_encoder, tokenizer, colour, p, max_steps=None):
+    "Train `unet` and `text_encoder`'s layers together: `train_text_unet`'s loss, without the text tower's no_grad."
+    text_encoder.requires_grad_(True).get_input_embeddings().requires_grad_(False)
+    run = run_settings(p, len(colour["images"]), "text_unet")
+    latents = encode(vae, colour_unit_images(colour["images"]), mode="mean", batch_size=500, progress=False)
+    empty, scheduler = tokenize(tokenizer, [""]).input_ids, DDPMScheduler(**FASHION_SCHEDULE)
+    def loss(model, batch, generator, bf16):
+        x, ids = batch
+        ids = torch.where((torch.rand(len(ids), generator=generator) < p["caption_dropout"])[:, None], empty, ids)
+        noise = torch.randn(x.shape, generator=generator)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x),), generator=generator)
+        states = model["text_encoder"](ids).last_hidden_state
+        return F.mse_loss(model["unet"](scheduler.add_noise(x, noise, t), t, encoder_hidden_states=states).sample,
+                          noise)
+    model = torch.nn.ModuleDict({"unet": unet, "text_encoder": text_encoder})
+    record = train(model, loss, caption_batches(tokenizer, colour | {"images": latents}, p["batch_size"], 0), run,
+                   max_steps=max_steps, progress=False, what="UNet and text layers")
+    text_encoder.eval().requires_grad_(False)
+    return record
+
+
+def run_trial(name: str, max_steps: int | None = None, n: int = N_REQUESTS) -> dict:
+    what, preset_change, unet_change, text_layers = TRIALS[name]
+    p = preset_values("cpu", "text_unet") | preset_change
+    shipped = shipped_own_sd(device="cpu")
+    vae, text_encoder, tokenizer = shipped.vae, shipped.text_encoder, shipped.tokenizer
+    unet = make_text_unet(text_encoder, vae, p)
+    if unet_change:
+        with seeded(0): unet = UNet2DConditionModel.from_config(unet.config, **unet_change)
+    colour = colour_tensors(load_colour_fashion("train"))
+    print(f"{name}: {what}; {sum(q.numel() for q in unet.parameters()) / 1e6:.2f} M parameters", flush=True)
+    record = (train_with_text_layers(unet, vae, text_encoder, tokenizer, colour, p, max_steps) if text_layers else
+              train_text_unet(unet, vae, text_encoder, tokenizer, colour, p, max_steps=max_steps, progress=False))
+    print(f"{name}: trained {record['step']} steps in {record['seconds']:.0f} s", flush=True)
+    pipe, judges = own_sd_pipeline(vae, text_encoder, tokenizer, unet), colour_judges(
+        load_course_model("judge", FashionClassifier, "cpu"), progress=False)
+    requests, scores = held_out_requests(n, seed=REQUEST_SEED), {}
+    for scale in SCALES:
+        samples = generate(pipe, list(requests["prompt"]), guidance_scale=scale, num_inference_steps=30,
+                           output_type="pt", progress=False,
+                           generator=[torch.Generator().manual_seed(i) for i in range(n)])
+        scores[str(scale)] = {k: round(100 * v, 1) for k, v in attribute_hits(samples, requests, judges).mean().items()}
+        print(f"{name}: guidance {scale}: {scores[str(scale)]}", flush=True)
+    times = []
+    for _ in range(4):  # the first call warms up
+        start = time.perf_counter()
+        generate(pipe, ["a red dress"] * 8, guidance_scale=3, num_inference_steps=30, seed=0, output_type="pt",
+                 progress=False)
+        times.append(time.perf_counter() - start)
+    return dict(what=what, preset_change=preset_change, unet_change=unet_change, text_layers_trained=text_layers,
+                parameters_m=round(sum(q.numel() for q in unet.parameters()) / 1e6, 2), steps=record["step"],
+                train_seconds=round(record["seconds"]), scores=scores, eight_images_s=round(min(times[1:]), 2),
+                date=datetime.date.today().isoformat(),
+                machine=f"{platform.machine()}, {torch.get_num_threads()} threads")
+
+
+def table_of(results: dict) -> pd.DataFrame:
+    """One row per trial: its change, UNet training seconds, all parts' minutes (with the shipped VAE's and CLIP
+    towers' seconds from the own-sd card), class/colour/pattern % at guidance 3, pattern % at 5."""
+    parts = course_model_facts("own-sd")["parts"]
+    others = parts["colour VAE"]["seconds"] + parts["CLIP towers (text encoder)"]["seconds"]
+    return pd.DataFrame([{"trial": name, "what it changes": r["what"], "UNet train s": r["train_seconds"],
+                          "all parts min": round((others + r["train_seconds"]) / 60, 1),
+                          **{f"{k} % (g3)": r["scores"]["3"][k] for k in ("class", "colour", "pattern")},
+                          "pattern % (g5)": r["scores"]["5"]["pattern"], "8 images s": r["eight_images_s"]}
+                         for name, r in results.items()])
+
+
+def markdown(table: pd.DataFrame) -> str:
+    rows = [list(table.columns), ["---"] * len(table.columns), *table.astype(str).values.tolist()]
+    return "\n".join("| " + " | ".join(map(str, row)) + " |" for row in rows)
+
+
+def write_results(results: dict, out: Path):
+    "own_sd_trials.json (the trials, their table and one figure per number) and own_sd_trials.md, under `out`."
+    results = {k: results[k] for k in TRIALS if k in results}
+    if not results: raise SystemExit(f"no trial has run yet: nothing to tabulate in {out}")
+    table = table_of(results)
+    figures = {f"{name}: {k} at guidance {s}": v for name, r in results.items()
+               for s, scores in r["scores"].items() for k, v in scores.items()}
+    figures |= {f"{name}: UNet train s": r["train_seconds"] for name, r in results.items()}
+    figures |= {f"{name}: all parts min": m for name, m in zip(table["trial"], table["all parts min"])}
+    facts = dict(command="python bench/own_sd_trials.py --trial NAME",
+                 requests=f"{N_REQUESTS} held-out requests (seed {REQUEST_SEED}), DDIM 30, shipped VAE and text tower",
+                 trials=results, table=table.to_dict(orient="list"), figures=figures)
+    (out / "own_sd_trials.json").write_text(json.dumps(facts, indent=1, ensure_ascii=False) + "\n")
+    (out / "own_sd_trials.md").write_text(f"# Chapter 5's UNet: what each change buys\n\n`{facts['command']}`: "
+                                          f"{facts['requests']}.\n\n{markdown(table)}\n")
+    if out.resolve() == (ROOT / "bench" / "results").resolve():
+        shutil.copy(out / "own_sd_trials.json", ROOT / "course_lib" / "assets" / "own_sd_trials.json")
+    print(table.to_string(index=False))
+
+
+def main():
+    parser = bench_parser(__doc__)
+    parser.add_argument("--trial", action="append", choices=list(TRIALS), default=[])
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--table", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="check the script: 3 training steps, 8 requests")
+    args, _, out = parse_bench_args(parser)
+    if args.list or not (args.trial or args.table):
+        for name, (what, *_) in TRIALS.items(): print(f"{name!r}: {what}")
+        return
+    path = out / "own_sd_trials.json"
+    results = json.loads(path.read_text())["trials"] if path.exists() else {}
+    for name in args.trial:
+        results[name] = run_trial(name, 3, 8) if args.smoke else run_trial(name)
+        write_results(results, out)  # after each trial: a long run keeps what it finished
+    if args.table: write_results(results, out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
