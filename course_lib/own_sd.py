@@ -300,7 +300,8 @@ def prompt_strip(pipe, prompts: list[str], guidance_scale: float = 3.0, seed: in
 @torch.no_grad()
 def word_similarity(text_encoder, tokenizer, template: str, words) -> pd.DataFrame:
     "Cosine similarity of `text_encoder`'s pooled states for `template` (one `{}`) filled with each of `words`."
-    if template.count("{}") != 1: raise ValueError(f"`template` needs exactly one '{{}}' for the word; got {template!r}")
+    if template.count("{}") != 1:
+        raise ValueError(f"`template` needs exactly one '{{}}' for the word; got {template!r}")
     ids = tokenize(tokenizer, [template.format(word) for word in words]).input_ids.to(text_encoder.device)
     pooled = F.normalize(text_encoder(input_ids=ids).pooler_output.float(), dim=-1).cpu()
     return pd.DataFrame((pooled @ pooled.T).numpy(), index=list(words), columns=list(words))
@@ -327,6 +328,9 @@ def plot_word_similarity(table: pd.DataFrame, title: str = ""):
 def predicted_garments(pipe, image: torch.Tensor, prompts: list[str], timesteps=(700, 500, 300, 100, 0),
                        seed: int = 0) -> torch.Tensor:
     "The UNet's guess x̂0 of the clean garment from `image` (3×H×W in [0, 1]) noised to each timestep, per prompt."
+    steps = pipe.scheduler.config.num_train_timesteps
+    if not all(0 <= t < steps for t in timesteps):
+        raise ValueError(f"`timesteps` must lie in 0..{steps - 1}; got {timesteps}")
     latent = encode(pipe.vae, image[None].to(pipe.device), mode="mean")
     states = pipe.text_encoder(tokenize(pipe.tokenizer, prompts).input_ids.to(pipe.device)).last_hidden_state
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device)
@@ -334,6 +338,7 @@ def predicted_garments(pipe, image: torch.Tensor, prompts: list[str], timesteps=
     for t in timesteps:
         alpha_bar = pipe.scheduler.alphas_cumprod[t].to(pipe.device)
         noisy = alpha_bar.sqrt() * latent + (1 - alpha_bar).sqrt() * noise  # what `add_noise` makes
-        predicted = pipe.unet(noisy.expand(len(prompts), -1, -1, -1), t, encoder_hidden_states=states).sample
+        batch = noisy.expand(len(prompts), -1, -1, -1).to(pipe.unet.dtype)  # fp16 pipelines on a GPU too
+        predicted = pipe.unet(batch, t, encoder_hidden_states=states).sample.float()
         guesses.append(torch.cat([noisy, (noisy - (1 - alpha_bar).sqrt() * predicted) / alpha_bar.sqrt()]))
     return decode(pipe.vae, torch.cat(guesses))  # per timestep: the noisy input, then one guess per prompt
