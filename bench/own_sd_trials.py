@@ -14,7 +14,7 @@ Results go to --out/own_sd_trials.json (one entry per trial, replaced when the t
 --out/own_sd_trials.md; with --out bench/results the JSON's copy ships as `course_lib/assets/own_sd_trials.json`,
 which chapter 5 shows.
 """
-import datetime, json, platform, shutil, sys, time
+import datetime, json, platform, shutil, sys
 from pathlib import Path
 
 import course_lib  # noqa: F401  (before diffusers: mutes transformers' torchvision advice)
@@ -35,6 +35,7 @@ from course_lib.text import tokenize
 from course_lib.text_encoders import caption_batches
 from course_lib.training import preset_values, run_settings, train
 from common import bench_parser, parse_bench_args
+from timing import side_by_side_seconds
 
 CROSS, PLAIN = "CrossAttnDownBlock2D", "DownBlock2D"
 TRIALS = {  # name: (what it changes, text_unet preset changes, UNet config changes, train the text tower's layers)
@@ -98,15 +99,11 @@ def run_trial(name: str, max_steps: int | None = None, n: int = N_REQUESTS) -> d
                            generator=[torch.Generator().manual_seed(i) for i in range(n)])
         scores[str(scale)] = {k: round(100 * v, 1) for k, v in attribute_hits(samples, requests, judges).mean().items()}
         print(f"{name}: guidance {scale}: {scores[str(scale)]}", flush=True)
-    times = []
-    for _ in range(4):  # the first call warms up
-        start = time.perf_counter()
-        generate(pipe, ["a red dress"] * 8, guidance_scale=3, num_inference_steps=30, seed=0, output_type="pt",
-                 progress=False)
-        times.append(time.perf_counter() - start)
+    eight_images, = side_by_side_seconds(lambda: generate(pipe, ["a red dress"] * 8, guidance_scale=3, seed=0,
+                                                          num_inference_steps=30, output_type="pt", progress=False))
     return dict(what=what, preset_change=preset_change, unet_change=unet_change, text_layers_trained=text_layers,
                 parameters_m=round(sum(q.numel() for q in unet.parameters()) / 1e6, 2), steps=record["step"],
-                train_seconds=round(record["seconds"]), scores=scores, eight_images_s=round(min(times[1:]), 2),
+                train_seconds=round(record["seconds"]), scores=scores, eight_images_s=round(eight_images, 2),
                 date=datetime.date.today().isoformat(),
                 machine=f"{platform.machine()}, {torch.get_num_threads()} threads")
 
