@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 import diffusers
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.training_utils import compute_snr
 from tqdm.auto import tqdm
 
 # %% auto #0
@@ -113,9 +114,12 @@ def make_text_unet(text_encoder, vae, preset=None, seed: int = 0) -> UNet2DCondi
                                     attention_head_dim=p["attention_head_dim"])
 
 # %% ../nbs/05_own_sd.ipynb #62a2ecbd
-def text_diffusion_loss(text_encoder, empty_ids: torch.Tensor, caption_dropout: float = 0.1, scheduler=None):
-    "The loss `train` calls: noise-prediction MSE of the UNet given the frozen `text_encoder`'s states of each caption."
+def text_diffusion_loss(text_encoder, empty_ids: torch.Tensor, caption_dropout: float = 0.1, scheduler=None,
+                        snr_gamma: float | None = None):
+    """The loss `train` calls: noise-prediction MSE of the UNet given the frozen `text_encoder`'s states of each
+    caption; with `snr_gamma`, each sample's MSE weighs min(SNR, γ)/SNR (Min-SNR-γ, as diffusers' `--snr_gamma`)."""
     scheduler = scheduler or DDPMScheduler(**FASHION_SCHEDULE)
+    if snr_gamma is not None and snr_gamma <= 0: raise ValueError(f"`snr_gamma` must be > 0 or None, got {snr_gamma!r}")
     def loss(unet, batch, generator, bf16):
         latents, ids = batch
         dropped = torch.rand(len(ids), generator=generator, device=generator.device).to(ids.device) < caption_dropout
@@ -126,7 +130,9 @@ def text_diffusion_loss(text_encoder, empty_ids: torch.Tensor, caption_dropout: 
                           device=generator.device).to(latents.device)
         with torch.autocast(latents.device.type, dtype=torch.bfloat16, enabled=bf16):
             predicted = unet(scheduler.add_noise(latents, noise, t), t, encoder_hidden_states=states).sample
-        return F.mse_loss(predicted.float(), noise)
+        if snr_gamma is None: return F.mse_loss(predicted.float(), noise)
+        snr, per_sample = compute_snr(scheduler, t), F.mse_loss(predicted.float(), noise, reduction="none")
+        return (per_sample.mean(dim=(1, 2, 3)) * snr.clamp(max=snr_gamma) / snr).mean()  # near-clean steps weigh less
     return loss
 
 # %% ../nbs/05_own_sd.ipynb #f6417c6d
@@ -139,7 +145,8 @@ def train_text_unet(unet, vae, text_encoder, tokenizer, colour: dict, preset=Non
     latents = encode(vae.to(dev), colour_unit_images(colour["images"][:n]), mode="mean", batch_size=500,
                      progress=progress)
     data = {k: v[:n].to(dev) for k, v in colour.items()} | {"images": latents.to(dev)}  # caption_batches reads "images"
-    loss = text_diffusion_loss(text_encoder.to(dev), tokenize(tokenizer, [""]).input_ids, p["caption_dropout"])
+    loss = text_diffusion_loss(text_encoder.to(dev), tokenize(tokenizer, [""]).input_ids, p["caption_dropout"],
+                               snr_gamma=p.get("snr_gamma"))
     return train(unet, loss, caption_batches(tokenizer, data, p["batch_size"], seed), run, seed=seed,
                  max_steps=max_steps, device=device, progress=progress, what="text-conditioned UNet")
 
@@ -300,8 +307,7 @@ def prompt_strip(pipe, prompts: list[str], guidance_scale: float = 3.0, seed: in
 @torch.no_grad()
 def word_similarity(text_encoder, tokenizer, template: str, words) -> pd.DataFrame:
     "Cosine similarity of `text_encoder`'s pooled states for `template` (one `{}`) filled with each of `words`."
-    if template.count("{}") != 1:
-        raise ValueError(f"`template` needs exactly one '{{}}' for the word; got {template!r}")
+    if template.count("{}") != 1: raise ValueError(f"`template` needs one '{{}}' for the word; got {template!r}")
     ids = tokenize(tokenizer, [template.format(word) for word in words]).input_ids.to(text_encoder.device)
     pooled = F.normalize(text_encoder(input_ids=ids).pooler_output.float(), dim=-1).cpu()
     return pd.DataFrame((pooled @ pooled.T).numpy(), index=list(words), columns=list(words))

@@ -85,7 +85,8 @@ def test_shipped_own_sd_draws_the_asked_class_colour_and_pattern(judge):
                        progress=False)
     hits = attribute_hits(samples, requests, judges).mean()
     assert hits["class"] >= 0.9 and hits["colour"] >= 0.9, hits.to_dict()
-    # issue 27 asks for 75 % of patterns; this model draws 46 % of these (a pattern drawn at random: 24 %)
+    # issue 27 asks for 75 % of patterns; this model draws 44 % of these (class 96 %, colour 100 %; a pattern drawn at
+    # random: 24 %)
     assert hits["pattern"] >= 0.4, hits.to_dict()
 
 
@@ -108,7 +109,7 @@ def test_shipped_unet_guesses_the_same_garment_for_every_pattern_word_at_high_no
         return (guesses - guesses.mean(0)).abs().mean().item()
     patterns = spread([f"a red {word} dress" for word in ("plain", "horizontally striped", "checked", "speckled")])
     colours = spread([f"a {colour} dress" for colour in ("red", "yellow", "green", "blue")])
-    assert patterns < 0.02 < colours, (patterns, colours)  # measured: 0.006 and 0.058
+    assert patterns < 0.02 < colours, (patterns, colours)  # measured: 0.011 and 0.065
 
 
 def test_shipped_clip_text_tower_is_the_own_sd_text_encoder_stored_once():
