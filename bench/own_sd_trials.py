@@ -13,7 +13,7 @@ sample i seeded i) at guidance 2, 3 and 5 with chapter 5's judges, and times 8 i
 guidance 3, best of 3). A trial takes 10 to 30 minutes on 2 CPU cores (its training time is printed and recorded).
 Results go to --out/own_sd_trials.json (one entry per trial, replaced when the trial runs again) and
 --out/own_sd_trials.md; with --out bench/results the JSON's copy ships as `course_lib/assets/own_sd_trials.json`,
-which chapter 5 shows.
+which chapter 5b shows.
 """
 import datetime, json, platform, shutil, sys
 from pathlib import Path

@@ -23,7 +23,7 @@ __all__ = ['ASSETS', 'make_colour_vae', 'colour_unit_images', 'train_colour_vae'
            'committed_results', 'make_text_unet', 'text_diffusion_loss', 'train_text_unet', 'own_sd_pipeline',
            'save_compact_pipeline', 'own_sd_path', 'own_sd', 'shipped_own_sd', 'garment_gray', 'colour_judges',
            'held_out_requests', 'attribute_hits', 'guidance_table', 'plot_guidance_table', 'guidance_strip',
-           'prompt_strip', 'word_similarity', 'plot_word_similarity', 'predicted_garments']
+           'prompt_strip']
 
 # %% ../nbs/05_own_sd.ipynb #f53032db
 from .colour_fashion import (COLOUR_VERSION, PALETTE, caption_attributes, colour_tensors, describe_garment,
@@ -302,49 +302,3 @@ def prompt_strip(pipe, prompts: list[str], guidance_scale: float = 3.0, seed: in
     return show_images(grid, ncols=len(prompts), col_labels=[textwrap.fill(p, 18) for p in prompts],
                        row_labels=[f"seed {seed + i}" for i in range(n_seeds)],
                        title=title or f"guidance {guidance_scale}, the same seeds in every column")
-
-# %% ../nbs/05_own_sd.ipynb #e7a10002
-@torch.no_grad()
-def word_similarity(text_encoder, tokenizer, template: str, words) -> pd.DataFrame:
-    "Cosine similarity of `text_encoder`'s pooled states for `template` (one `{}`) filled with each of `words`."
-    if template.count("{}") != 1: raise ValueError(f"`template` needs one '{{}}' for the word; got {template!r}")
-    ids = tokenize(tokenizer, [template.format(word) for word in words]).input_ids.to(text_encoder.device)
-    pooled = F.normalize(text_encoder(input_ids=ids).pooler_output.float(), dim=-1).cpu()
-    return pd.DataFrame((pooled @ pooled.T).numpy(), index=list(words), columns=list(words))
-
-# %% ../nbs/05_own_sd.ipynb #e7a10005
-def plot_word_similarity(table: pd.DataFrame, title: str = ""):
-    "`word_similarity`'s table as a heat map, every cell labelled with its value."
-    import matplotlib.pyplot as plt
-    n = len(table)
-    fig, ax = plt.subplots(figsize=(0.8 * n + 2.5, 0.6 * n + 1.5))
-    image = ax.imshow(table.values, vmin=-1, vmax=1, cmap="RdBu_r")
-    ax.set_xticks(range(n), table.columns, rotation=40, ha="right"); ax.set_yticks(range(n), table.index)
-    for i in range(n):
-        for j in range(n):
-            value = table.values[i, j]
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if abs(value) > 0.6 else "black")
-    fig.colorbar(image, ax=ax, label="cosine similarity"); ax.set_title(title, fontsize=10)
-    fig.tight_layout(); plt.close(fig)
-    return fig
-
-# %% ../nbs/05_own_sd.ipynb #e7a10010
-@torch.no_grad()
-def predicted_garments(pipe, image: torch.Tensor, prompts: list[str], timesteps=(700, 500, 300, 100, 0),
-                       seed: int = 0) -> torch.Tensor:
-    "The UNet's guess x̂0 of the clean garment from `image` (3×H×W in [0, 1]) noised to each timestep, per prompt."
-    steps = pipe.scheduler.config.num_train_timesteps
-    if not all(0 <= t < steps for t in timesteps):
-        raise ValueError(f"`timesteps` must lie in 0..{steps - 1}; got {timesteps}")
-    latent = encode(pipe.vae, image[None].to(pipe.device), mode="mean")
-    states = pipe.text_encoder(tokenize(pipe.tokenizer, prompts).input_ids.to(pipe.device)).last_hidden_state
-    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device)
-    guesses = []
-    for t in timesteps:
-        alpha_bar = pipe.scheduler.alphas_cumprod[t].to(pipe.device)
-        noisy = alpha_bar.sqrt() * latent + (1 - alpha_bar).sqrt() * noise  # what `add_noise` makes
-        batch = noisy.expand(len(prompts), -1, -1, -1).to(pipe.unet.dtype)  # fp16 pipelines on a GPU too
-        predicted = pipe.unet(batch, t, encoder_hidden_states=states).sample.float()
-        guesses.append(torch.cat([noisy, (noisy - (1 - alpha_bar).sqrt() * predicted) / alpha_bar.sqrt()]))
-    return decode(pipe.vae, torch.cat(guesses))  # per timestep: the noisy input, then one guess per prompt

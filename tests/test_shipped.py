@@ -14,8 +14,8 @@ from course_lib.garments import draw_fashion
 from course_lib.evaluation import FashionClassifier, class_accuracy
 from course_lib.latent_diffusion import generate_latent_class, reconstruction_psnr
 from course_lib.models import COURSE_MODELS, course_model_facts, course_model_folder, load_course_model, make_scheduler
-from course_lib.own_sd import (attribute_hits, colour_judges, held_out_requests, predicted_garments, shipped_own_sd,
-                               word_similarity)
+from course_lib.own_sd import attribute_hits, colour_judges, held_out_requests, shipped_own_sd
+from course_lib.pattern_words import predicted_garments, word_similarity
 from course_lib.colour_fashion import colour_tensors, load_colour_fashion
 from course_lib.sampling import generate
 
@@ -91,7 +91,7 @@ def test_shipped_own_sd_draws_the_asked_class_colour_and_pattern(judge):
 
 
 def test_shipped_text_tower_keeps_colour_words_apart_and_pattern_words_together():
-    # chapter 5, section 9: what the text tower hands the UNet (its pooled state), per word of "a ___ dress"
+    # chapter 5b: what the text tower hands the UNet (its pooled state), per word of "a ___ dress"
     pipe, patterns, colours = shipped_own_sd("cpu"), ["horizontally striped", "vertically striped", "checked",
                                                       "speckled"], ["red", "yellow", "green", "blue"]
     table = word_similarity(pipe.text_encoder, pipe.tokenizer, "a {} dress", patterns + colours)
@@ -100,7 +100,7 @@ def test_shipped_text_tower_keeps_colour_words_apart_and_pattern_words_together(
 
 
 def test_shipped_unet_guesses_the_same_garment_for_every_pattern_word_at_high_noise():
-    # chapter 5, section 9: at t = 500 the guess (x̂0) is the average, whatever the pattern word says
+    # chapter 5b: at t = 500 the guess (x̂0) is the average, whatever the pattern word says
     test = colour_tensors(load_colour_fashion("test"))
     garment = test["images"][0].permute(2, 0, 1).float() / 255
     pipe = shipped_own_sd("cpu")
