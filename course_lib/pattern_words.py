@@ -12,11 +12,9 @@ from __future__ import annotations
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
 from .latents import decode, encode
-from .models import FASHION_SCHEDULE
 from .text import tokenize
 
 # %% auto #0
@@ -62,7 +60,7 @@ def predicted_garments(pipe, image: torch.Tensor, prompts: list[str], timesteps=
     guesses = []
     for t in timesteps:
         alpha_bar = pipe.scheduler.alphas_cumprod[t].to(pipe.device)
-        noisy = alpha_bar.sqrt() * latent + (1 - alpha_bar).sqrt() * noise  # what `add_noise` makes
+        noisy = pipe.scheduler.add_noise(latent, noise, torch.tensor([t]))
         batch = noisy.expand(len(prompts), -1, -1, -1).to(pipe.unet.dtype)  # fp16 pipelines on a GPU too
         predicted = pipe.unet(batch, t, encoder_hidden_states=states).sample.float()
         guesses.append(torch.cat([noisy, (noisy - (1 - alpha_bar).sqrt() * predicted) / alpha_bar.sqrt()]))
@@ -79,7 +77,7 @@ def timestep_losses(pipe, images: torch.Tensor, prompts: list[str], timesteps=(1
     latents = encode(pipe.vae, images.to(pipe.device), mode="mean")
     states = pipe.text_encoder(tokenize(pipe.tokenizer, prompts).input_ids.to(pipe.device)).last_hidden_state
     noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device)
-    scheduler, rows = DDPMScheduler(**FASHION_SCHEDULE), []
+    scheduler, rows = pipe.scheduler, []  # the pipeline's own noise schedule, as its UNet was trained on
     for t in timesteps:
         ts = torch.full((len(latents),), t, dtype=torch.long)
         predicted = pipe.unet(scheduler.add_noise(latents, noise, ts.to(pipe.device)).to(pipe.unet.dtype),
