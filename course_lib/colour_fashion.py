@@ -30,25 +30,27 @@ PALETTE = {"red": (0.9, 0.16, 0.14), "orange": (0.96, 0.52, 0.08), "yellow": (0.
            "white": (1.0, 1.0, 1.0), "grey": (0.52, 0.52, 0.52)}  # 8 hues, then white and grey
 COLOUR_SIZE = 32
 
-def draw_colour_fashion(n: int, seed=0, size: int = COLOUR_SIZE):
-    "`n` garments (uint8 n×size×size×3), labels and attributes (colour, pattern, size); each one `PALETTE` colour."
+def draw_colour_fashion(n: int, seed=0, size: int = COLOUR_SIZE, palette: dict | None = None):
+    "`n` garments (uint8 n×size×size×3), labels and attributes (colour, pattern, size); each one `palette` colour."
+    palette = PALETTE if palette is None else palette  # {name: (r, g, b) in [0, 1]}; chapter 6 paints a new one
     gray, labels, attributes = draw_fashion(n, seed, size, with_attributes=True, coarse_patterns=True)
     rng = np.random.default_rng([*np.ravel(seed), 7])  # the colours' random stream: one of their own
-    colours = torch.from_numpy(rng.integers(len(PALETTE), size=n))
+    colours = torch.from_numpy(rng.integers(len(palette), size=n))
     shape = gray.float() / 255 / attributes.pop("brightness")[:, None, None]  # the colour sets the brightness now
-    tint = torch.tensor(list(PALETTE.values()))[colours]
+    tint = torch.tensor(list(palette.values()))[colours]
     images = (shape.clamp(0, 1)[..., None] * tint[:, None, None, :] * 255).round().to(torch.uint8)
     return images, labels, attributes | {"colour": colours}
 
 # %% ../nbs/00_colour_fashion.ipynb #a30a84ca
-def garment_colours(images: torch.Tensor) -> torch.Tensor:
-    "The `PALETTE` index of each garment in uint8 `images` N×H×W×3, measured from its pixels (no learned judge)."
+def garment_colours(images: torch.Tensor, extra_colours: dict | None = None) -> torch.Tensor:
+    """The `PALETTE` index of each garment in uint8 `images` N×H×W×3, measured from its pixels (no learned judge);
+    `extra_colours` ({name: (r, g, b)}) are candidates too, numbered after `PALETTE`'s ten."""
     x = images.float().flatten(1, 2) / 255                        # N×pixels×3
     value = x.max(-1).values                                       # N×pixels
     garment = value > 0.1                                          # the background is black
     chroma = (x / value.clamp(min=1e-6)[..., None] * garment[..., None]).sum(1)
     chroma = chroma / garment.sum(1, keepdim=True).clamp(min=1)    # the mean hue of the garment's pixels
-    palette = torch.tensor(list(PALETTE.values()))
+    palette = torch.tensor([*PALETTE.values(), *(extra_colours or {}).values()])
     nearest = torch.cdist(chroma, palette / palette.max(-1, keepdim=True).values).argmin(-1)
     white, grey = list(PALETTE).index("white"), list(PALETTE).index("grey")
     brightest = torch.nanquantile(value.masked_fill(~garment, float("nan")), 0.95, dim=1)

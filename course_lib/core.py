@@ -86,9 +86,9 @@ def parse_value(text: str):
     return text
 
 # %% ../nbs/00_core.ipynb #9ca07900
-PRESET_FAMILIES = ("preset", "vae", "latent", "clip", "colour_vae", "text_unet")
+PRESET_FAMILIES = ("preset", "vae", "latent", "clip", "colour_vae", "text_unet", "textual_inversion", "lora")
 # [preset.cpu]: chapter 1's UNet; [vae.cpu], [latent.cpu]: chapter 2's; [clip.cpu]: chapter 3's CLIP;
-# the last two: chapter 5's
+# [colour_vae.cpu], [text_unet.cpu]: chapter 5's; the last two: chapter 6's new words
 
 def is_preset_section(section: str) -> bool: return section.split(".")[0] in PRESET_FAMILIES and "." in section
 

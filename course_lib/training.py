@@ -295,6 +295,7 @@ def start_run(model, run: dict, checkpoint=None, device=None, fast: bool | None 
     model.to(accelerator.device).train()
     if fast and run.get("channels_last"): model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=check_run(run)["learning_rate"], eps=run.get("adam_eps", 1e-8),
+                                  weight_decay=run.get("weight_decay", 0.01),  # 0: leave untrained weights exactly be
                                   fused=fast or None)  # None: PyTorch's default kernels
     record = resume_training(checkpoint, model, optimizer, run)
     return accelerator, optimizer, record, uses_bf16(run["mixed_precision"], accelerator.device), fast
