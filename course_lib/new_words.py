@@ -193,6 +193,7 @@ def plot_adaptations(table: pd.DataFrame, before: dict, word: str = "cerulean"):
                     title=f"'a {word} <garment>' drawn {word}, %")
     after = table.set_index("method")[[f"{k} after" for k in before]].rename(columns=lambda c: c[:-len(" after")])
     after.T.plot.bar(ax=kept, rot=0, ylim=(0, 100), title="chapter 5's held-out table after (line: before)")
+    kept.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     for i, value in enumerate(before.values()): kept.hlines(value, i - 0.4, i + 0.4, color="black")
     table.plot.scatter(x="train s", y="bytes", ax=cost, logy=True, title="cost: seconds to learn, bytes learnt")
     for _, row in table.iterrows(): cost.annotate(row["method"], (row["train s"], row["bytes"]), fontsize=8)

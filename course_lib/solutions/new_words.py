@@ -101,8 +101,8 @@ VAE_CARRIES = Exercise(
     "new_words.vae_carries", "challenge", "a new colour the VAE carries",
     "Find another new colour worth teaching: one the shipped colour VAE gives back as itself on **at least 90 %** of 32 "
     "garments (each measured from its pixels among PALETTE's ten and yours), with a hue at least 20° from each of "
-    "the palette's eight hues and from chartreuse (84°) and cerulean (205°), and saturated (at least half as much "
-    "colour as grey). Answer with a dict `{\"name\": ..., \"rgb\": (r, g, b)}`, each value from 0 to 1.",
+    "the palette's eight hues and from chartreuse (84°) and cerulean (205°), and saturated (HSV saturation of at "
+    "least 0.5). Answer with a dict `{\"name\": ..., \"rgb\": (r, g, b)}`, each value from 0 to 1.",
     reference=JADE, measure=comes_back, target=0.9,
     why="Between green and cyan the VAE's latents have room: jade (150°) comes back as itself. Between yellow and "
         "green they do not: chartreuse comes back yellow. A VAE trained on ten colours carries some hues between "
