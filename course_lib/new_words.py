@@ -30,9 +30,9 @@ from .text import tokenize
 from .training import fashion_batches, preset_values, run_settings, train
 
 # %% auto #0
-__all__ = ['NEW_COLOUR', 'LORA_TARGETS', 'CROSS_ATTENTION_KV', 'concept_examples', 'concept_captions', 'colour_hits',
-           'concept_batches', 'adaptation_loss', 'add_word', 'train_textual_inversion', 'save_textual_inversion',
-           'add_lora', 'train_lora', 'save_lora', 'new_word_results', 'plot_adaptations']
+__all__ = ['NEW_COLOUR', 'LORA_TARGETS', 'concept_examples', 'concept_captions', 'colour_hits', 'concept_batches',
+           'adaptation_loss', 'add_word', 'train_textual_inversion', 'save_textual_inversion', 'add_lora', 'train_lora',
+           'save_lora', 'new_word_results', 'plot_adaptations']
 
 # %% ../nbs/06_new_words.ipynb #n6000013
 NEW_COLOUR = {"cerulean": (0.14, 0.58, 0.90)}  # hue 205°: between cyan (183°) and blue (227°), which PALETTE lacks
@@ -143,7 +143,6 @@ def save_textual_inversion(pipe, word: str, path) -> Path:
 
 # %% ../nbs/06_new_words.ipynb #n6000051
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # every attention projection, as diffusers' LoRA scripts adapt
-CROSS_ATTENTION_KV = ("attn2.to_k", "attn2.to_v")  # only where the text comes in, as Custom Diffusion tunes
 
 def add_lora(unet, rank: int, targets=LORA_TARGETS):
     "Give `unet`'s layers named `targets` LoRA adapters of `rank` (peft, as diffusers' scripts do); only they train."
@@ -159,7 +158,8 @@ def train_lora(pipe, images: torch.Tensor, captions, rank: int | None = None, pr
                progress: bool = True) -> dict:
     """Teach `pipe`'s UNet `images` (N×3×H×W in [0, 1]) under `captions(epoch)` with LoRA of `rank` (the preset's if
     None); with `prior_images` and `prior_captions(epoch)`, every batch also holds as many of those, to keep."""
-    p, rank = preset_values(preset, "lora"), rank or preset_values(preset, "lora")["rank"]
+    p = preset_values(preset, "lora")
+    rank = rank or p["rank"]
     latents = encode(pipe.to(get_device(device)).vae, images, mode="mean")
     prior = None if prior_images is None else (encode(pipe.vae, prior_images, mode="mean"), prior_captions)
     pipe.text_encoder.requires_grad_(False)
