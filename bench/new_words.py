@@ -12,10 +12,12 @@ the new word is drawn as asked (100 requests "a cerulean <garment>", 10 per clas
 among PALETTE's ten and cerulean, guidance 3, DDIM 30), and what it forgot: chapter 5's held-out table (class, colour,
 pattern on 200 held-out requests, seed 3, sample i seeded i, guidance 3, chapter 5's judges) after, against the
 shipped model before, on the same seeds; how many of those 200 images changed by more than one 8-bit level anywhere,
-and their mean change in 8-bit levels. Results go to
+and their mean change in 8-bit levels. Where a LoRA trained a word along, "word alone %" is how often the word is drawn as
+asked with the LoRA switched off (`disable_adapters`): what the embedding learnt by itself. Results go to
 --out/new_words.json and --out/new_words.md; with --out bench/results the JSON and the learnt files ship in
-`course_lib/assets/` (new_words.json, new_words_cerulean.safetensors, new_words_lora.safetensors: the rank the lora
-`cpu` preset names), which chapter 6 loads.
+`course_lib/assets/` (new_words.json, new_words_cerulean.safetensors, and for "LoRA rank 4 + word", the rank the lora
+`cpu` preset names, new_words_lora.safetensors with its word's embedding new_words_lora_cerulean.safetensors), which
+chapter 6 loads.
 """
 import datetime, json, platform, shutil, sys, tempfile
 from pathlib import Path
@@ -37,9 +39,12 @@ from common import bench_parser, parse_bench_args
 ROOT = Path(__file__).resolve().parent.parent
 WORD, INIT_WORD, N_REQUESTS, REQUEST_SEED = "cerulean", "blue", 200, 3
 LORA_RANK, PRIOR_N = preset_values("cpu", "lora")["rank"], 1024
-METHODS = {  # name: (rank, or None for textual inversion; whether 1,024 training garments keep the old words)
-    "textual inversion": (None, False), f"LoRA rank {LORA_RANK}, examples only": (LORA_RANK, False),
-    "LoRA rank 1": (1, True), f"LoRA rank {LORA_RANK}": (LORA_RANK, True), "LoRA rank 16": (16, True)}
+SHIPPED_LORA = f"LoRA rank {LORA_RANK} + word"
+METHODS = {  # name: (rank, or None for textual inversion; whether 1,024 training garments keep the old words;
+    #                whether the new word's embedding trains along)
+    "textual inversion": (None, False, True), f"LoRA rank {LORA_RANK}, examples only": (LORA_RANK, False, False),
+    f"LoRA rank {LORA_RANK}": (LORA_RANK, True, False), "LoRA rank 1 + word": (1, True, True),
+    SHIPPED_LORA: (LORA_RANK, True, True), "LoRA rank 16 + word": (16, True, True)}
 
 
 def prior(n: int = PRIOR_N) -> dict:
@@ -63,23 +68,30 @@ def run_method(name: str, device, judges, before: torch.Tensor, folder: Path, sm
     "Train `name` on the shipped model, save what it learnt, measure it; its row of the table."
     pipe, examples = shipped_own_sd(device), concept_examples(16)
     captions, steps = concept_captions(examples, WORD), 3 if smoke else None
-    rank, keep = METHODS[name]
+    rank, keep, word = METHODS[name]
     if rank is None:
         record = train_textual_inversion(pipe, examples["images"], captions, WORD, INIT_WORD, "cpu",
                                          max_steps=steps, device=device)
-        saved = save_textual_inversion(pipe, WORD, folder / "new_words_cerulean.safetensors")
+        saved = [save_textual_inversion(pipe, WORD, folder / "new_words_cerulean.safetensors")]
     else:
         record = train_lora(pipe, examples["images"], captions, rank, "cpu", max_steps=steps, device=device,
-                            **(prior() if keep else {}))
-        saved = save_lora(pipe, folder / f"lora{len(list(folder.iterdir()))}", "new_words_lora.safetensors")
+                            **(dict(word=WORD, init_word=INIT_WORD) if word else {}), **(prior() if keep else {}))
+        lora_folder = folder / f"lora{len(list(folder.iterdir()))}"
+        saved = [save_lora(pipe, lora_folder, "new_words_lora.safetensors")]
+        if word: saved.append(save_textual_inversion(pipe, WORD, lora_folder / "new_words_lora_cerulean.safetensors"))
     share, _, _ = colour_hits(pipe, WORD, per_class=1 if smoke else 10)
     scores, after = old_table(pipe, judges, len(before))
     difference = (after - before).abs().flatten(1) * 255  # in 8-bit levels
+    word_alone = share if rank is None else None
+    if rank is not None and word:
+        pipe.unet.disable_adapters()  # the LoRA off, the learnt word still in the tokenizer
+        word_alone, _, _ = colour_hits(pipe, WORD, per_class=1 if smoke else 10)
     return {"method": name, "steps": record["step"], "train s": round(record["seconds"], 1),
-            "bytes": saved.stat().st_size, f"{WORD} %": round(100 * share, 1),
+            "bytes": sum(path.stat().st_size for path in saved), f"{WORD} %": round(100 * share, 1),
+            "word alone %": None if word_alone is None else round(100 * word_alone, 1),
             **{f"{k} % after": v for k, v in scores.items()},
             "old images changed %": round(100 * (difference.amax(1) > 1).float().mean().item(), 1),
-            "old images mean change": round(difference.mean().item(), 2), "file": str(saved)}
+            "old images mean change": round(difference.mean().item(), 2), "files": [str(path) for path in saved]}
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -89,7 +101,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 def write_results(rows: list, before: dict, out: Path, run: dict | None = None):
     "new_words.json (the table, the scores before, one figure per number, the run's facts) and new_words.md, in `out`."
-    table = pd.DataFrame(rows).drop(columns="file", errors="ignore")
+    table = pd.DataFrame(rows).drop(columns="files", errors="ignore")
     figures = {f"{row['method']}: {k}": v for row in table.to_dict(orient="records") for k, v in row.items()
                if k != "method"} | {f"before: {k} %": v for k, v in before.items()}
     facts = dict(command="python bench/new_words.py", word=WORD, init_word=INIT_WORD, lora_rank_shipped=LORA_RANK,
@@ -129,9 +141,8 @@ def main():
         write_results(rows, before, out)  # after each method: a long run keeps what it finished
     shipped = out.resolve() == (ROOT / "bench" / "results").resolve()
     for row in rows if shipped else []:
-        if row["method"] in ("textual inversion", f"LoRA rank {LORA_RANK}"):  # the presets' recipes
-            target = "new_words_cerulean.safetensors" if "inversion" in row["method"] else "new_words_lora.safetensors"
-            shutil.copy(row["file"], ROOT / "course_lib" / "assets" / target)
+        if row["method"] in ("textual inversion", SHIPPED_LORA):  # the presets' recipes
+            for path in map(Path, row["files"]): shutil.copy(path, ROOT / "course_lib" / "assets" / path.name)
     if shipped: shutil.copy(out / "new_words.json", ROOT / "course_lib" / "assets" / "new_words.json")
 
 

@@ -10,6 +10,7 @@ Docs: https://sd-course.github.io/course_lib/new_words.html.md"""
 # %% ../nbs/06_new_words.ipynb #n6000005
 from __future__ import annotations
 import json, random, re
+from contextlib import contextmanager, nullcontext
 from importlib.resources import files
 from pathlib import Path
 
@@ -31,8 +32,8 @@ from .training import fashion_batches, preset_values, run_settings, train
 
 # %% auto #0
 __all__ = ['NEW_COLOUR', 'LORA_TARGETS', 'concept_examples', 'concept_captions', 'colour_hits', 'concept_batches',
-           'adaptation_loss', 'add_word', 'train_textual_inversion', 'save_textual_inversion', 'add_lora', 'train_lora',
-           'save_lora', 'new_word_results', 'plot_adaptations']
+           'adaptation_loss', 'add_word', 'word_trains', 'train_textual_inversion', 'save_textual_inversion',
+           'add_lora', 'train_lora', 'save_lora', 'new_word_results', 'plot_adaptations']
 
 # %% ../nbs/06_new_words.ipynb #n6000013
 NEW_COLOUR = {"cerulean": (0.14, 0.58, 0.90)}  # hue 205°: between cyan (183°) and blue (227°), which PALETTE lacks
@@ -82,17 +83,23 @@ def concept_batches(tokenizer, latents: torch.Tensor, captions, batch_size: int,
     return batches
 
 # %% ../nbs/06_new_words.ipynb #n6000032
-def adaptation_loss(unet, text_encoder, scheduler, snr_gamma: float | None = None):
+def adaptation_loss(unet, text_encoder, scheduler, snr_gamma: float | None = None, caption_dropout: float = 0.0,
+                    empty_ids: torch.Tensor | None = None):
     """The loss `train` calls: the noise-prediction MSE of `unet` on (latents, caption ids), Min-SNR-γ weighted with
-    `snr_gamma`, noised by `scheduler`. Its gradient reaches whatever trains: a word's embedding, or LoRA layers."""
+    `snr_gamma`, noised by `scheduler`; a `caption_dropout` share of captions replaced by `empty_ids` (""), as
+    chapter 5 trained. Its gradient reaches whatever trains: a word's embedding, or LoRA layers."""
+    if caption_dropout and empty_ids is None: raise ValueError("`caption_dropout` > 0 needs `empty_ids`, the ids of \"\"")
     def loss(model, batch, generator, bf16):
         latents, ids = batch
+        if caption_dropout:  # keeps the unconditional prediction, the other half of CFG, as the model learnt it
+            dropped = torch.rand(len(ids), generator=generator, device=generator.device).to(ids.device) < caption_dropout
+            ids = torch.where(dropped[:, None], empty_ids.to(ids.device), ids)
         noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents.device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator,
                           device=generator.device).to(latents.device)
         with torch.autocast(latents.device.type, dtype=torch.bfloat16, enabled=bf16):
-            states = text_encoder(ids).last_hidden_state
-            predicted = unet(scheduler.add_noise(latents, noise, t), t, encoder_hidden_states=states).sample
+            predicted = unet(scheduler.add_noise(latents, noise, t), t,
+                             encoder_hidden_states=text_encoder(ids).last_hidden_state).sample
         per_sample = F.mse_loss(predicted.float(), noise, reduction="none").mean(dim=(1, 2, 3))
         if snr_gamma is None: return per_sample.mean()
         snr = compute_snr(scheduler, t)
@@ -113,23 +120,31 @@ def add_word(pipe, word: str, init_word: str) -> int:
     with torch.no_grad(): table[-1] = table[init_ids[0]]
     return tokenizer.convert_tokens_to_ids(word)
 
+# %% ../nbs/06_new_words.ipynb #n6000038b
+@contextmanager
+def word_trains(pipe, word: str, init_word: str):
+    "Inside: `word` is a new token of `pipe` (see `add_word`) whose embedding row alone gets a gradient; its id."
+    token = add_word(pipe, word, init_word)
+    pipe.text_encoder.requires_grad_(False)
+    table = pipe.text_encoder.get_input_embeddings().weight.requires_grad_(True)
+    only_new = torch.zeros(len(table), 1, device=table.device); only_new[token] = 1
+    hook = table.register_hook(lambda grad: grad * only_new.to(grad.device))  # every other row's gradient: 0
+    try: yield token
+    finally: hook.remove(); table.requires_grad_(False)
+
 # %% ../nbs/06_new_words.ipynb #n6000040
 def train_textual_inversion(pipe, images: torch.Tensor, captions, word: str, init_word: str, preset=None, *,
                             seed: int = 0, max_steps: int | None = None, device=None, progress: bool = True) -> dict:
     "Teach `pipe` the new token `word` from `images` (N×3×H×W in [0, 1]) and `captions(epoch)`: its embedding only."
-    p, token = preset_values(preset, "textual_inversion"), add_word(pipe.to(get_device(device)), word, init_word)
-    latents = encode(pipe.vae, images, mode="mean")
-    pipe.unet.requires_grad_(False); pipe.text_encoder.requires_grad_(False)
-    table = pipe.text_encoder.get_input_embeddings().weight.requires_grad_(True)
-    only_new = torch.zeros(len(table), 1, device=table.device); only_new[token] = 1
-    hook = table.register_hook(lambda grad: grad * only_new.to(grad.device))  # every other row keeps its gradient 0
-    run = run_settings(preset, len(images), "textual_inversion") | {"weight_decay": 0.0}  # and its value
+    p = preset_values(preset, "textual_inversion")
+    latents = encode(pipe.to(get_device(device)).vae, images, mode="mean")
+    pipe.unet.requires_grad_(False)
+    run = run_settings(preset, len(images), "textual_inversion") | {"weight_decay": 0.0}  # see `word_trains`
     loss = adaptation_loss(pipe.unet, pipe.text_encoder, pipe.scheduler, p.get("snr_gamma"))
-    try:
+    with word_trains(pipe, word, init_word):
         return train(pipe.text_encoder, loss,
                      concept_batches(pipe.tokenizer, latents, captions, run["batch_size"], seed), run, seed=seed,
                      max_steps=max_steps, device=device, progress=progress, what=f"embedding of {word!r}")
-    finally: hook.remove(); table.requires_grad_(False)
 
 # %% ../nbs/06_new_words.ipynb #n6000044
 def save_textual_inversion(pipe, word: str, path) -> Path:
@@ -153,21 +168,25 @@ def add_lora(unet, rank: int, targets=LORA_TARGETS):
     return unet
 
 # %% ../nbs/06_new_words.ipynb #n6000054
-def train_lora(pipe, images: torch.Tensor, captions, rank: int | None = None, preset=None, *, prior_images=None,
-               prior_captions=None, seed: int = 0, max_steps: int | None = None, device=None,
-               progress: bool = True) -> dict:
+def train_lora(pipe, images: torch.Tensor, captions, rank: int | None = None, preset=None, *, word: str | None = None,
+               init_word: str | None = None, prior_images=None, prior_captions=None, seed: int = 0,
+               max_steps: int | None = None, device=None, progress: bool = True) -> dict:
     """Teach `pipe`'s UNet `images` (N×3×H×W in [0, 1]) under `captions(epoch)` with LoRA of `rank` (the preset's if
-    None); with `prior_images` and `prior_captions(epoch)`, every batch also holds as many of those, to keep."""
-    p = preset_values(preset, "lora")
-    rank = rank or p["rank"]
-    latents = encode(pipe.to(get_device(device)).vae, images, mode="mean")
+    None). With `word`, a new token (from `init_word`) trains along (pivotal tuning); with `prior_images` and
+    `prior_captions(epoch)`, every batch also holds as many of those, to keep."""
+    p, dev = preset_values(preset, "lora"), get_device(device)
+    latents, rank = encode(pipe.to(dev).vae, images, mode="mean"), rank or p["rank"]
     prior = None if prior_images is None else (encode(pipe.vae, prior_images, mode="mean"), prior_captions)
     pipe.text_encoder.requires_grad_(False)
-    add_lora(pipe.unet, rank, p.get("targets", LORA_TARGETS))
-    run = run_settings(preset, len(images), "lora")
-    return train(pipe.unet, adaptation_loss(pipe.unet, pipe.text_encoder, pipe.scheduler, p.get("snr_gamma")),
-                 concept_batches(pipe.tokenizer, latents, captions, run["batch_size"], seed, prior), run, seed=seed,
-                 max_steps=max_steps, device=device, progress=progress, what=f"LoRA of rank {rank}")
+    add_lora(pipe.unet, rank)
+    run = run_settings(preset, len(images), "lora") | ({"weight_decay": 0.0} if word else {})  # see `word_trains`
+    loss = adaptation_loss(pipe.unet, pipe.text_encoder, pipe.scheduler, p.get("snr_gamma"), p["caption_dropout"],
+                           tokenize(pipe.tokenizer, [""]).input_ids)
+    with word_trains(pipe, word, init_word) if word else nullcontext():
+        return train(torch.nn.ModuleDict({"unet": pipe.unet, "text_encoder": pipe.text_encoder}), loss,
+                     concept_batches(pipe.tokenizer, latents, captions, run["batch_size"], seed, prior), run,
+                     seed=seed, max_steps=max_steps, device=device, progress=progress,
+                     what=f"LoRA of rank {rank}" + (f" and {word!r}" if word else ""))
 
 # %% ../nbs/06_new_words.ipynb #n6000056
 def save_lora(pipe, folder, weight_name: str = "pytorch_lora_weights.safetensors") -> Path:
