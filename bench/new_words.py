@@ -12,8 +12,8 @@ the new word is drawn as asked (100 requests "a cerulean <garment>", 10 per clas
 among PALETTE's ten and cerulean, guidance 3, DDIM 30), and what it forgot: chapter 5's held-out table (class, colour,
 pattern on 200 held-out requests, seed 3, sample i seeded i, guidance 3, chapter 5's judges) after, against the
 shipped model before, on the same seeds; how many of those 200 images changed by more than one 8-bit level anywhere,
-and their mean change in 8-bit levels. Where a LoRA trained a word along, "word alone %" is how often the word is drawn as
-asked with the LoRA switched off (`disable_adapters`): what the embedding learnt by itself. Results go to
+and their mean change in 8-bit levels. Where a LoRA trained a word along, "word alone %" is how often the word is
+drawn as asked with the LoRA switched off (`disable_adapters`): what the embedding learnt by itself. Results go to
 --out/new_words.json and --out/new_words.md; with --out bench/results the JSON and the learnt files ship in
 `course_lib/assets/` (new_words.json, new_words_cerulean.safetensors, and for "LoRA rank 4 + word", the rank the lora
 `cpu` preset names, new_words_lora.safetensors with its word's embedding new_words_lora_cerulean.safetensors), which
@@ -95,15 +95,16 @@ def run_method(name: str, device, judges, before: torch.Tensor, folder: Path, sm
 
 
 def markdown(table: pd.DataFrame) -> str:
-    rows = [list(table.columns), ["---"] * len(table.columns), *table.astype(str).values.tolist()]
+    rows = [list(table.columns), ["---"] * len(table.columns), *table.fillna("–").astype(str).values.tolist()]
     return "\n".join("| " + " | ".join(map(str, row)) + " |" for row in rows)
 
 
 def write_results(rows: list, before: dict, out: Path, run: dict | None = None):
     "new_words.json (the table, the scores before, one figure per number, the run's facts) and new_words.md, in `out`."
     table = pd.DataFrame(rows).drop(columns="files", errors="ignore")
+    table = table.astype(object).where(table.notna(), None)  # no "word alone" for a LoRA without a word: null
     figures = {f"{row['method']}: {k}": v for row in table.to_dict(orient="records") for k, v in row.items()
-               if k != "method"} | {f"before: {k} %": v for k, v in before.items()}
+               if k != "method" and v is not None} | {f"before: {k} %": v for k, v in before.items()}
     facts = dict(command="python bench/new_words.py", word=WORD, init_word=INIT_WORD, lora_rank_shipped=LORA_RANK,
                  requests=f"{N_REQUESTS} held-out requests (seed {REQUEST_SEED}), guidance 3, DDIM 30",
                  before={f"{k} %": v for k, v in before.items()}, table=table.to_dict(orient="list"), figures=figures,

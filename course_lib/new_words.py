@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from diffusers.training_utils import compute_snr
 from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig
@@ -85,22 +84,20 @@ def concept_batches(tokenizer, latents: torch.Tensor, captions, batch_size: int,
 # %% ../nbs/06_new_words.ipynb #n6000032
 def adaptation_loss(unet, text_encoder, scheduler, snr_gamma: float | None = None, caption_dropout: float = 0.0,
                     empty_ids: torch.Tensor | None = None):
-    """The loss `train` calls: the noise-prediction MSE of `unet` on (latents, caption ids), Min-SNR-γ weighted with
-    `snr_gamma`, noised by `scheduler`; a `caption_dropout` share of captions replaced by `empty_ids` (""), as
-    chapter 5 trained. Its gradient reaches whatever trains: a word's embedding, or LoRA layers."""
-    if caption_dropout and empty_ids is None: raise ValueError("`caption_dropout` > 0 needs `empty_ids`, the ids of \"\"")
+    """Chapter 5's loss for `train`, the text encoder inside the graph: noise-prediction MSE, Min-SNR-`snr_gamma`
+    weighted, a `caption_dropout` share of captions set to `empty_ids` (""). It trains a word's embedding or LoRA."""
+    if caption_dropout and empty_ids is None: raise ValueError("`caption_dropout` > 0 needs `empty_ids` (of \"\")")
     def loss(model, batch, generator, bf16):
-        latents, ids = batch
+        (latents, ids), on = batch, dict(generator=generator, device=generator.device)
         if caption_dropout:  # keeps the unconditional prediction, the other half of CFG, as the model learnt it
-            dropped = torch.rand(len(ids), generator=generator, device=generator.device).to(ids.device) < caption_dropout
-            ids = torch.where(dropped[:, None], empty_ids.to(ids.device), ids)
-        noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents.device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator,
-                          device=generator.device).to(latents.device)
+            drawn = torch.rand(len(ids), **on).to(ids.device)
+            ids = torch.where(drawn[:, None] < caption_dropout, empty_ids.to(ids.device), ids)
+        noise = torch.randn(latents.shape, **on).to(latents.device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), **on).to(latents.device)
         with torch.autocast(latents.device.type, dtype=torch.bfloat16, enabled=bf16):
             predicted = unet(scheduler.add_noise(latents, noise, t), t,
                              encoder_hidden_states=text_encoder(ids).last_hidden_state).sample
-        per_sample = F.mse_loss(predicted.float(), noise, reduction="none").mean(dim=(1, 2, 3))
+        per_sample = torch.nn.functional.mse_loss(predicted.float(), noise, reduction="none").mean(dim=(1, 2, 3))
         if snr_gamma is None: return per_sample.mean()
         snr = compute_snr(scheduler, t)
         return (per_sample * snr.clamp(max=snr_gamma) / snr).mean()
@@ -207,14 +204,19 @@ def new_word_results() -> tuple[pd.DataFrame, dict]:
 def plot_adaptations(table: pd.DataFrame, before: dict, word: str = "cerulean"):
     "`new_word_results`' table as three panels: the new word drawn as asked; the old table after; seconds and bytes."
     import matplotlib.pyplot as plt
-    fig, (learnt, kept, cost) = plt.subplots(1, 3, figsize=(15, 4))
-    table.plot.barh(x="method", y=f"{word} %", ax=learnt, legend=False, xlim=(0, 100), color="tab:blue",
+    fig, (learnt, kept, cost) = plt.subplots(1, 3, figsize=(16, 4.5))
+    table.plot.barh(x="method", y=[f"{word} %", "word alone %"], ax=learnt, xlim=(0, 100), color=["tab:blue", "0.75"],
                     title=f"'a {word} <garment>' drawn {word}, %")
+    learnt.legend(["as trained", "the word's embedding alone (LoRA off)"], fontsize=7, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.12), ncol=2)
     after = table.set_index("method")[[f"{k} after" for k in before]].rename(columns=lambda c: c[:-len(" after")])
     after.T.plot.bar(ax=kept, rot=0, ylim=(0, 100), title="chapter 5's held-out table after (line: before)")
     kept.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     for i, value in enumerate(before.values()): kept.hlines(value, i - 0.4, i + 0.4, color="black")
     table.plot.scatter(x="train s", y="bytes", ax=cost, logy=True, title="cost: seconds to learn, bytes learnt")
-    for _, row in table.iterrows(): cost.annotate(row["method"], (row["train s"], row["bytes"]), fontsize=8)
+    for i, (_, row) in enumerate(table.sort_values("train s").iterrows()):  # neighbours in time: above, below
+        cost.annotate(row["method"], (row["train s"], row["bytes"]), xytext=(4, 6 if i % 2 == 0 else -12),
+                      textcoords="offset points", fontsize=8)
+    cost.margins(x=0.3)
     fig.tight_layout(); plt.close(fig)
     return fig

@@ -9,8 +9,8 @@ import torch
 import course_lib  # noqa: F401
 from course_lib.colour_fashion import CLASS_NOUNS
 from course_lib.models import load_clip_tokenizer
-from course_lib.new_words import (add_lora, add_word, colour_hits, concept_captions, concept_examples, save_lora,
-                                  save_textual_inversion, train_lora, train_textual_inversion)
+from course_lib.new_words import (adaptation_loss, add_lora, add_word, colour_hits, concept_captions, concept_examples,
+                                  save_lora, save_textual_inversion, train_lora, train_textual_inversion)
 from course_lib.own_sd import make_colour_vae, make_text_unet, own_sd_pipeline, shipped_own_sd
 from course_lib.sampling import generate
 from course_lib.text_encoders import make_clip_towers, text_tower
@@ -62,12 +62,29 @@ def test_lora_trains_saves_loads_fuses_and_unloads(examples, tmp_path):
     torch.testing.assert_close(sample(fresh, "a red dress"), old, atol=1e-5, rtol=0)
 
 
+def test_lora_with_its_word_keeps_every_old_embedding_and_loads_with_plain_diffusers(examples, tmp_path):
+    pipe = smoke_pipe()
+    before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    train_lora(pipe, examples["images"], concept_captions(examples, "cerulean"), 2, "smoke", word="cerulean",
+               init_word="blue", progress=False)
+    table = pipe.text_encoder.get_input_embeddings().weight
+    assert torch.equal(table[:-1], before) and not table.requires_grad  # weight decay 0, gradient masked
+    lora = save_lora(pipe, tmp_path / "lora", "lora.safetensors")
+    word = save_textual_inversion(pipe, "cerulean", tmp_path / "lora" / "cerulean.safetensors")
+    fresh = smoke_pipe()
+    fresh.load_textual_inversion(str(word), token="cerulean")
+    fresh.load_lora_weights(lora.parent, weight_name=lora.name)
+    torch.testing.assert_close(sample(fresh, "a cerulean dress"), sample(pipe, "a cerulean dress"))
+
+
 def test_bad_input_is_named():
     pipe = smoke_pipe()
     for call, name in [(lambda: add_word(pipe, "blue", "red"), "`word`"),
                        (lambda: add_word(pipe, "zorbly", "navy blue"), "`init_word`"),
                        (lambda: add_lora(pipe.unet, 0), "`rank`"),
                        (lambda: save_lora(pipe, "unused"), "LoRA"),
+                       (lambda: adaptation_loss(pipe.unet, pipe.text_encoder, pipe.scheduler, caption_dropout=0.1),
+                        "`caption_dropout`"),
                        (lambda: save_textual_inversion(pipe, "cerulean", "unused.safetensors"), "`word`")]:
         with pytest.raises(ValueError, match=name): call()
 
@@ -85,13 +102,14 @@ def test_shipped_textual_inversion_draws_the_new_colour_and_leaves_old_prompts_e
     assert share >= 0.8, share  # 20 requests, 2 per class (bench/new_words.py measures 100)
 
 
-def test_shipped_lora_draws_the_new_colour_more_often_and_moves_old_prompts_a_little(shipped):
-    old, (share_before, _, _) = sample(shipped, "a red dress", 4, 10), colour_hits(shipped, "cerulean", per_class=2)
+def test_shipped_lora_draws_the_new_colour_and_moves_old_prompts_a_little(shipped):
+    old = sample(shipped, "a red dress", n=4, steps=10)
+    shipped.load_textual_inversion(str(ASSETS / "new_words_lora_cerulean.safetensors"), token="cerulean")
     shipped.load_lora_weights(str(ASSETS), weight_name="new_words_lora.safetensors")
     change = (sample(shipped, "a red dress", n=4, steps=10) - old).abs().mean().item() * 255
     assert 0 < change < LORA_OLD_PROMPT_TOLERANCE, change  # in 8-bit levels
     share, _, _ = colour_hits(shipped, "cerulean", per_class=2)
-    assert share >= share_before + 0.1, (share_before, share)  # 100 requests: 28 %, see bench/results/new_words.md
+    assert share >= 0.8, share  # 20 requests, 2 per class (bench/new_words.py measures 100)
 
 
-LORA_OLD_PROMPT_TOLERANCE = 10  # mean change of an old prompt's pixels in 8-bit levels; the bench's 200: 5.2
+LORA_OLD_PROMPT_TOLERANCE = 10  # mean change of an old prompt's pixels in 8-bit levels; the bench's 200 old images: 4.04
