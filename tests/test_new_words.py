@@ -8,7 +8,7 @@ import torch
 
 import course_lib  # noqa: F401
 from course_lib.colour_fashion import CLASS_NOUNS
-from course_lib.models import load_clip_tokenizer
+from course_lib.models import load_clip_tokenizer, tiny_sd_pipeline
 from course_lib.new_words import (adaptation_loss, add_lora, add_word, colour_hits, concept_captions, concept_examples,
                                   save_lora, save_textual_inversion, train_lora, train_textual_inversion)
 from course_lib.own_sd import make_colour_vae, make_text_unet, own_sd_pipeline, shipped_own_sd
@@ -75,6 +75,22 @@ def test_lora_with_its_word_keeps_every_old_embedding_and_loads_with_plain_diffu
     fresh.load_textual_inversion(str(word), token="cerulean")
     fresh.load_lora_weights(lora.parent, weight_name=lora.name)
     torch.testing.assert_close(sample(fresh, "a cerulean dress"), sample(pipe, "a cerulean dress"))
+
+
+def test_the_gpu_cells_recipe_runs_on_sd_15s_architecture(tmp_path):
+    "Chapter 6's `#| gpu` cell, on SD 1.5's parts made tiny and random: its preset, LoRA saved and loaded back."
+    sd = tiny_sd_pipeline(seed=0, device="cpu")
+    photos = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    record = train_lora(sd, photos, lambda epoch: ["a photo of sks"] * 3, preset="gpu", max_steps=2, device="cpu",
+                        progress=False)
+    assert record["step"] == 2
+    save_lora(sd, tmp_path, "sd.safetensors")
+    fresh = tiny_sd_pipeline(seed=0, device="cpu")
+    before = sample(fresh, "a photo of sks")
+    fresh.load_lora_weights(tmp_path, weight_name="sd.safetensors")
+    after = sample(fresh, "a photo of sks")
+    torch.testing.assert_close(after, sample(sd, "a photo of sks"))
+    assert not torch.equal(after, before)
 
 
 def test_bad_input_is_named():
