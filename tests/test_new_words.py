@@ -128,4 +128,4 @@ def test_shipped_lora_draws_the_new_colour_and_moves_old_prompts_a_little(shippe
     assert share >= 0.8, share  # 20 requests, 2 per class (bench/new_words.py measures 100)
 
 
-LORA_OLD_PROMPT_TOLERANCE = 10  # mean change of an old prompt's pixels in 8-bit levels; the bench's 200 old images: 4.04
+LORA_OLD_PROMPT_TOLERANCE = 10  # mean change of an old prompt's pixels in 8-bit levels (bench, 200 old images: 4.04)
