@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 
 from course_lib.colour_fashion import colour_tensors, load_colour_fashion
 from course_lib.core import seeded
@@ -39,26 +40,36 @@ from common import bench_parser, parse_bench_args
 from timing import side_by_side_seconds
 
 CROSS, PLAIN = "CrossAttnDownBlock2D", "DownBlock2D"
-TRIALS = {  # name: (what it changes, text_unet preset changes, UNet config changes, train the text tower's layers)
-    "first recipe": ("the first shipped recipe: 3 epochs, plain MSE", {}, {}, False),
-    "4 epochs": ("one more epoch", {"epochs": 4}, {}, False),
-    "6 epochs": ("three more epochs", {"epochs": 6}, {}, False),
-    "8 epochs": ("five more epochs", {"epochs": 8}, {}, False),
+TRIALS = {  # name: (what it changes, text_unet preset changes, UNet config changes, trainer)
+    "first recipe": ("the first shipped recipe: 3 epochs, plain MSE", {}, {}, "unet"),
+    "4 epochs": ("one more epoch", {"epochs": 4}, {}, "unet"),
+    "6 epochs": ("three more epochs", {"epochs": 6}, {}, "unet"),
+    "8 epochs": ("five more epochs", {"epochs": 8}, {}, "unet"),
     "narrow": ("16 and 32 channels at 16×16 and 8×8 (not 32 and 64)", {"block_out_channels": [16, 32, 64, 64]}, {},
-               False),
-    "attention at 8×8": ("cross-attention at 8×8 too", {"down_block_types": [PLAIN, CROSS, CROSS, CROSS]}, {}, False),
+               "unet"),
+    "attention at 8×8": ("cross-attention at 8×8 too", {"down_block_types": [PLAIN, CROSS, CROSS, CROSS]}, {}, "unet"),
     "pooled text": ("the text states pooled into the time embedding, so every block hears the prompt "
                     "(DeepFloyd IF's addition_embed_type='text')", {},
-                    {"addition_embed_type": "text", "addition_embed_type_num_heads": 4}, False),
+                    {"addition_embed_type": "text", "addition_embed_type_num_heads": 4}, "unet"),
     "text layers trained": ("the text tower's layers trained with the UNet (GLIDE-style; token embeddings frozen)", {},
-                            {}, True),
-    "batch 32": ("half the batch: twice the updates in the same 3 epochs", {"batch_size": 32}, {}, False),
+                            {}, "text layers"),
+    "batch 32": ("half the batch: twice the updates in the same 3 epochs", {"batch_size": 32}, {}, "unet"),
     "min-SNR 5": ("Min-SNR-γ loss weights (γ = 5, as diffusers' train_text_to_image --snr_gamma): the near-clean "
                   "steps, which teach detail but not the prompt, weigh less (shipped now)", {"snr_gamma": 5.0}, {},
-                  False),
+                  "unet"),
     "min-SNR 5, batch 128, 6 epochs": ("min-SNR 5 with twice the batch and twice the epochs (the steps of 3 epochs, "
                                        "each seeing 128 garments)", {"snr_gamma": 5.0, "batch_size": 128, "epochs": 6},
-                                       {}, False),
+                                       {}, "unet"),
+    "min-SNR 5, middle timesteps": ("min-SNR 5, with timesteps drawn logit-normal(0, 1) as SD 3 trains (diffusers' "
+                                    "compute_density_for_timestep_sampling): more steps in the middle band, fewer "
+                                    "near 0 and 999", {"snr_gamma": 5.0}, {}, "middle timesteps"),
+    "min-SNR 5, batch 128, lr 4e-3, 4 epochs": ("min-SNR 5, twice the batch at twice the learning rate (the "
+                                                "linear scaling rule), 4 epochs",
+                                                {"snr_gamma": 5.0, "batch_size": 128, "learning_rate": 4e-3,
+                                                 "epochs": 4}, {}, "unet"),
+    "min-SNR 5, batch 128, lr 4e-3, 5 epochs": ("the same, 5 epochs",
+                                                {"snr_gamma": 5.0, "batch_size": 128, "learning_rate": 4e-3,
+                                                 "epochs": 5}, {}, "unet"),
 }
 SCALES, N_REQUESTS, REQUEST_SEED = (2, 3, 5), 200, 3
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +96,29 @@ def train_with_text_layers(unet, vae, text_encoder, tokenizer, colour, p, max_st
     return record
 
 
+def train_with_middle_timesteps(unet, vae, text_encoder, tokenizer, colour, p, max_steps=None):
+    "`train_text_unet` with timesteps drawn logit-normal(0, 1) (SD 3's sampling) instead of uniformly; min-SNR kept."
+    run = run_settings(p, len(colour["images"]), "text_unet")
+    latents = encode(vae, colour_unit_images(colour["images"]), mode="mean", batch_size=500, progress=False)
+    empty, scheduler = tokenize(tokenizer, [""]).input_ids, DDPMScheduler(**FASHION_SCHEDULE)
+    steps = scheduler.config.num_train_timesteps
+    def loss(model, batch, generator, bf16):
+        x, ids = batch
+        ids = torch.where((torch.rand(len(ids), generator=generator) < p["caption_dropout"])[:, None], empty, ids)
+        with torch.no_grad(): states = text_encoder(ids).last_hidden_state
+        noise = torch.randn(x.shape, generator=generator)
+        u = compute_density_for_timestep_sampling("logit_normal", len(x), 0.0, 1.0, generator=generator)
+        t = (u * steps).long().clamp(max=steps - 1)
+        per_sample = F.mse_loss(model(scheduler.add_noise(x, noise, t), t, encoder_hidden_states=states).sample, noise,
+                                reduction="none").mean(dim=(1, 2, 3))
+        snr = compute_snr(scheduler, t)
+        return (per_sample * snr.clamp(max=p["snr_gamma"]) / snr).mean()
+    return train(unet, loss, caption_batches(tokenizer, colour | {"images": latents}, p["batch_size"], 0), run,
+                 max_steps=max_steps, progress=False, what="UNet, logit-normal timesteps")
+
+
 def run_trial(name: str, max_steps: int | None = None, n: int = N_REQUESTS) -> dict:
-    what, preset_change, unet_change, text_layers = TRIALS[name]
+    what, preset_change, unet_change, trainer = TRIALS[name]
     p = preset_values("cpu", "text_unet") | {"snr_gamma": None} | preset_change  # the first recipe, then the change
     shipped = shipped_own_sd(device="cpu")
     vae, text_encoder, tokenizer = shipped.vae, shipped.text_encoder, shipped.tokenizer
@@ -95,8 +127,11 @@ def run_trial(name: str, max_steps: int | None = None, n: int = N_REQUESTS) -> d
         with seeded(0): unet = UNet2DConditionModel.from_config(unet.config, **unet_change)
     colour = colour_tensors(load_colour_fashion("train"))
     print(f"{name}: {what}; {sum(q.numel() for q in unet.parameters()) / 1e6:.2f} M parameters", flush=True)
-    record = (train_with_text_layers(unet, vae, text_encoder, tokenizer, colour, p, max_steps) if text_layers else
-              train_text_unet(unet, vae, text_encoder, tokenizer, colour, p, max_steps=max_steps, progress=False))
+    if trainer == "unet":
+        record = train_text_unet(unet, vae, text_encoder, tokenizer, colour, p, max_steps=max_steps, progress=False)
+    else:
+        trainers = {"text layers": train_with_text_layers, "middle timesteps": train_with_middle_timesteps}
+        record = trainers[trainer](unet, vae, text_encoder, tokenizer, colour, p, max_steps)
     print(f"{name}: trained {record['step']} steps in {record['seconds']:.0f} s", flush=True)
     pipe, judges = own_sd_pipeline(vae, text_encoder, tokenizer, unet), colour_judges(
         load_course_model("judge", FashionClassifier, "cpu"), progress=False)
@@ -109,7 +144,9 @@ def run_trial(name: str, max_steps: int | None = None, n: int = N_REQUESTS) -> d
         print(f"{name}: guidance {scale}: {scores[str(scale)]}", flush=True)
     eight_images, = side_by_side_seconds(lambda: generate(pipe, ["a red dress"] * 8, guidance_scale=3, seed=0,
                                                           num_inference_steps=30, output_type="pt", progress=False))
-    return dict(what=what, preset_change=preset_change, unet_change=unet_change, text_layers_trained=text_layers,
+    return dict(what=what, preset_change=preset_change, unet_change=unet_change,
+                text_layers_trained=trainer == "text layers",
+                timesteps="logit-normal(0, 1)" if trainer == "middle timesteps" else "uniform",
                 parameters_m=round(sum(q.numel() for q in unet.parameters()) / 1e6, 2), steps=record["step"],
                 train_seconds=round(record["seconds"]), scores=scores, eight_images_s=round(eight_images, 2),
                 date=datetime.date.today().isoformat(),

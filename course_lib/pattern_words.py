@@ -9,16 +9,21 @@ Docs: https://sd-course.github.io/course_lib/pattern_words.html.md"""
 # %% ../nbs/05b_pattern_words.ipynb #b5a00005
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from diffusers.training_utils import compute_snr
 
+from .evaluation import classifier_outputs
+from .garments import PATTERNS
 from .latents import decode, encode
+from .own_sd import garment_gray
 from .text import tokenize
 
 # %% auto #0
-__all__ = ['word_similarity', 'plot_word_similarity', 'predicted_garments', 'timestep_losses']
+__all__ = ['word_similarity', 'plot_word_similarity', 'predicted_garments', 'timestep_losses', 'pattern_confusion',
+           'plot_pattern_confusion']
 
 # %% ../nbs/05b_pattern_words.ipynb #e7a10002
 @torch.no_grad()
@@ -86,3 +91,28 @@ def timestep_losses(pipe, images: torch.Tensor, prompts: list[str], timesteps=(1
         mse, weight = F.mse_loss(predicted, noise).item(), min(snr, snr_gamma) / snr
         rows.append(dict(timestep=t, SNR=snr, loss=mse, weight=weight, weighted_loss=weight * mse))
     return pd.DataFrame(rows).set_index("timestep")
+
+# %% ../nbs/05b_pattern_words.ipynb #c5a00002
+def pattern_confusion(pattern_judge, images: torch.Tensor, asked) -> pd.DataFrame:
+    "% of `images` (N×3×32×32 in [0, 1]) that `pattern_judge` reads as each of `PATTERNS`, one row per pattern `asked`."
+    read = classifier_outputs(pattern_judge, garment_gray(images))[0].tolist()
+    names = lambda indices: pd.Categorical([PATTERNS[int(i)] for i in indices], categories=PATTERNS)
+    table = pd.crosstab(names(asked), names(read), normalize="index", dropna=False) * 100
+    return table.rename_axis(index="asked", columns="read by the judge")
+
+# %% ../nbs/05b_pattern_words.ipynb #c5a00005
+def plot_pattern_confusion(tables: dict[str, pd.DataFrame], title: str = ""):
+    "`pattern_confusion` tables side by side as heat maps (name -> table), every cell labelled with its %."
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.6 * len(tables), 4.2), squeeze=False)
+    for ax, (name, table) in zip(axes[0], tables.items()):
+        ax.imshow(table.fillna(0).values, vmin=0, vmax=100, cmap="Blues")
+        ax.set_xticks(range(len(table.columns)), table.columns, rotation=40, ha="right")
+        ax.set_yticks(range(len(table.index)), table.index if ax is axes[0][0] else [""] * len(table.index))
+        for (i, j), value in np.ndenumerate(table.values):
+            ax.text(j, i, "–" if np.isnan(value) else f"{value:.0f}", ha="center", va="center", fontsize=8,
+                    color="white" if value > 60 else "black")
+        ax.set_title(name, fontsize=10); ax.set_xlabel(table.columns.name)
+    axes[0][0].set_ylabel("asked (or encoded)"); fig.suptitle(title, fontsize=10)
+    fig.tight_layout(); plt.close(fig)
+    return fig
