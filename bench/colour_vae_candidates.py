@@ -8,8 +8,11 @@ trains once (minutes on 2 cores; its seconds are kept beside it) and is loaded f
 `course_lib/assets/colour_vae_candidates.json`, the table chapter 5 shows.
 
     python bench/colour_vae_candidates.py [--candidates "8×8×8,4×16×16"] [--n 2000] [--out bench/results]
+
+Candidates not named in --candidates keep their rows from an earlier table in --out (same --n), so one new
+candidate adds its row without training the others again.
 """
-import datetime, json, platform, shutil, sys, time
+import datetime, json, platform, shlex, shutil, sys, time
 from pathlib import Path
 
 import pandas as pd
@@ -38,6 +41,7 @@ CANDIDATES = {  # name (latent channels × side × side) -> what changes from BA
     "8×16×16": {"block_out_channels": [32, 64], "latent_channels": 8},
     "4×16×16 L1 KL 1e-6": {"block_out_channels": [32, 64], "kl_weight": 1e-6, "reconstruction": "l1"},  # SD's loss
     "4×16×16 2 epochs": {"block_out_channels": [32, 64], "epochs": 2},  # the shipped one, trained twice as long
+    "4×16×16 half the steps": {"block_out_channels": [32, 64], "train_samples": 30000},  # and half as long
 }
 
 
@@ -53,6 +57,15 @@ def candidate_vae(name: str, change: dict, images: torch.Tensor, device) -> tupl
         (folder / "seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
     return (AutoencoderKL.from_pretrained(folder).to(device).eval(),
             json.loads((folder / "seconds.json").read_text())["seconds"])
+
+
+def earlier_rows(path: Path, names: list[str], n: int) -> tuple[list[dict], str]:
+    "The rows of candidates not run now from an earlier table at `path` (same number of garments), and its date."
+    if not path.exists(): return [], ""
+    earlier = json.loads(path.read_text())
+    if earlier.get("garments") != n: return [], ""
+    rows = pd.DataFrame(earlier["table"]).replace("", float("nan")).to_dict(orient="records")
+    return [row for row in rows if row["VAE"] in CANDIDATES and row["VAE"] not in names], earlier["date"]
 
 
 def judged(pictures: torch.Tensor, test: dict, judges: dict) -> dict:
@@ -78,6 +91,7 @@ def main():
     test = {k: v[:args.n] for k, v in test.items()}
     originals = colour_unit_images(test["images"])
     rows = [{"VAE": "none (the originals)", "latent numbers": 3 * 32 * 32} | judged(originals, test, judges)]
+    kept, kept_date = earlier_rows(out / "colour_vae_candidates.json", names, args.n)
     for name in names:
         vae, seconds = candidate_vae(name, CANDIDATES[name], train_images, device)
         latents = encode(vae, originals.to(device), mode="mean")
@@ -86,20 +100,26 @@ def main():
                      "parameters (M)": sum(p.numel() for p in vae.parameters()) / 1e6,
                      "train s": seconds, "PSNR dB": psnr(originals, pictures)} | judged(pictures, test, judges))
         print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format="%.1f"), flush=True)
+    order = {name: i for i, name in enumerate(["none (the originals)", *CANDIDATES])}
+    rows = sorted(rows + kept, key=lambda row: order.get(row["VAE"], len(order)))
     table = pd.DataFrame(rows)
     table = table.astype(object).where(table.notna(), "")  # the originals have no parameters and no time
     markdown = table.to_markdown(index=False, floatfmt=".1f")
     print(markdown)
-    command = "python bench/colour_vae_candidates.py " + " ".join(sys.argv[1:])
+    command = "python bench/colour_vae_candidates.py " + shlex.join(sys.argv[1:])
     (out / "colour_vae_candidates.md").write_text(
         f"# Colour VAE candidates ({time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} CPU threads)\n\n"
         f"`{command}`; train s: each candidate's training time, kept in its cache folder when it trained (4×8×8's: "
-        f"the card of the own-sd VAE shipped before issue 27, trained by the same recipe).\n\n{markdown}\n")
+        f"the card of the own-sd VAE shipped before issue 27, trained by the same recipe)."
+        + (f" Rows kept from the table of {kept_date}: {', '.join(row['VAE'] for row in kept)}." if kept else "")
+        + f"\n\n{markdown}\n")
     figures = {f"{row['VAE']}: {column}": f"{row[column]:.1f}" for row in rows
                for column in ("class %", "pattern %", "plain stays plain %", "colour %", "PSNR dB", "train s")
                if isinstance(row.get(column), float)}
     (out / "colour_vae_candidates.json").write_text(json.dumps(dict(
-        command=command, date=datetime.date.today().isoformat(), garments=args.n, torch=torch.__version__,
+        command=command, date=datetime.date.today().isoformat(), garments=args.n,
+        kept_from_earlier={"date": kept_date, "rows": [row["VAE"] for row in kept]} if kept else None,
+        torch=torch.__version__,
         device=f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)", changes=CANDIDATES,
         table=table.to_dict(orient="list"), figures=figures), indent=1, ensure_ascii=False) + "\n")
     if out.resolve() == (ROOT / "bench" / "results").resolve():  # what chapter 5 shows
