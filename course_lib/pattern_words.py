@@ -1,6 +1,6 @@
-"""Chapter 5's Stable Diffusion draws the class and the colour a prompt asks for, and a pattern word only as "not
-plain". This notebook looks for where the word gets lost: in the text encoder, in the UNet's guess of the garment, or
-in how the training loss spends its steps; and measures what buys it back.
+"""Chapter 5's Stable Diffusion first drew the class and the colour a prompt asks for, and a pattern word only as "not
+plain". This notebook looks for where the word got lost: in the text encoder, in the UNet's guess of the garment, in
+how the training loss spends its steps, or in the VAE; and measures what bought it back.
 
 Docs: https://sd-course.github.io/course_lib/pattern_words.html.md"""
 
