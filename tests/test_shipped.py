@@ -85,18 +85,21 @@ def test_shipped_own_sd_draws_the_asked_class_colour_and_pattern(judge):
                        progress=False)
     hits = attribute_hits(samples, requests, judges).mean()
     assert hits["class"] >= 0.9 and hits["colour"] >= 0.9, hits.to_dict()
-    # issue 27 asks for 75 % of patterns; this model draws 44 % of these (class 96 %, colour 100 %; a pattern drawn at
-    # random: 24 %)
-    assert hits["pattern"] >= 0.4, hits.to_dict()
+    # issue 27 asks for 75 % of patterns; this model draws 72 % of these here (class 94 %, colour 100 %; a pattern drawn
+    # at random: 24 %; the model before, on 2-epoch CLIP towers: 44 %). The pattern judge is trained where the test
+    # runs, and reads a few points differently from machine to machine.
+    assert hits["pattern"] >= 0.6, hits.to_dict()
 
 
-def test_shipped_text_tower_keeps_colour_words_apart_and_pattern_words_together():
-    # chapter 5b: what the text tower hands the UNet (its pooled state), per word of "a ___ dress"
+def test_shipped_text_tower_keeps_colour_words_and_pattern_words_apart():
+    # chapter 5b: what the text tower hands the UNet (its pooled state), per word of "a ___ dress". The 2-epoch towers
+    # shipped before put the pattern words 0.94 to 0.98 apart; these (6 epochs) 0.58 to 0.80, the colours 0.32 to 0.72
     pipe, patterns, colours = shipped_own_sd("cpu"), ["horizontally striped", "vertically striped", "checked",
                                                       "speckled"], ["red", "yellow", "green", "blue"]
     table = word_similarity(pipe.text_encoder, pipe.tokenizer, "a {} dress", patterns + colours)
     between = lambda words: table.loc[words, words].values[~torch.eye(len(words), dtype=torch.bool).numpy()]
-    assert between(patterns).min() > 0.9 and between(colours).max() < 0.7, table.round(2)
+    assert between(patterns).max() < 0.85 and between(colours).max() < 0.8, table.round(2)
+    assert table.loc[patterns, colours].values.max() < 0.5, table.round(2)  # a pattern word is no colour word
 
 
 def test_shipped_unet_guesses_the_same_garment_for_every_pattern_word_at_high_noise():
@@ -109,7 +112,7 @@ def test_shipped_unet_guesses_the_same_garment_for_every_pattern_word_at_high_no
         return (guesses - guesses.mean(0)).abs().mean().item()
     patterns = spread([f"a red {word} dress" for word in ("plain", "horizontally striped", "checked", "speckled")])
     colours = spread([f"a {colour} dress" for colour in ("red", "yellow", "green", "blue")])
-    assert patterns < 0.02 < colours, (patterns, colours)  # measured: 0.011 and 0.065
+    assert patterns < 0.02 < colours, (patterns, colours)  # measured: 0.004 and 0.066 (2-epoch towers: 0.011, 0.065)
 
 
 def test_shipped_clip_text_tower_is_the_own_sd_text_encoder_stored_once():
