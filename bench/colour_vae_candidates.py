@@ -42,6 +42,9 @@ CANDIDATES = {  # name (latent channels × side × side) -> what changes from BA
     "4×16×16 L1 KL 1e-6": {"block_out_channels": [32, 64], "kl_weight": 1e-6, "reconstruction": "l1"},  # SD's loss
     "4×16×16 2 epochs": {"block_out_channels": [32, 64], "epochs": 2},  # the shipped one, trained twice as long
     "4×16×16 half the steps": {"block_out_channels": [32, 64], "train_samples": 30000},  # and half as long
+    "4×16×16 lr 4e-3": {"block_out_channels": [32, 64], "learning_rate": 4e-3},  # the same steps, bigger ones
+    "4×16×16 lr 4e-3 batch 32": {"block_out_channels": [32, 64], "learning_rate": 4e-3, "batch_size": 32,
+                                  "train_samples": 30000},  # the same steps, each of half the garments
 }
 
 

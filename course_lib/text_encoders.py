@@ -17,7 +17,7 @@ from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, C
 
 from .colour_fashion import (CLASS_NOUNS, COLOUR_TEMPLATES, COLOUR_VERSION, PALETTE, PATTERN_WORDS,
                                        colour_captions, colour_tensors, load_colour_fashion)
-from .core import check_prompts, derived_generator, get_device, seeded
+from .core import check_choice, check_prompts, derived_generator, get_device, seeded
 from .data import FASHION_CLASSES
 from .models import TINY_TEXT_ENCODER, load_clip_tokenizer, load_text_encoder
 from .text import tiny_text_encoder, tokenize
@@ -113,14 +113,18 @@ def make_clip_towers(preset=None, seed: int = 0) -> CLIPModel:
                                     projection_dim=p["projection_dim"]))
 
 # %% ../nbs/03b_text_encoders.ipynb #35999650
-def caption_batches(tokenizer, colour: dict, batch_size: int, seed: int = 0, stream: str = "epoch"):
-    "`batches(epoch, first_batch)` for `train`: (images, caption ids) of the `colour_tensors` `colour`, new captions."
+def caption_batches(tokenizer, colour: dict, batch_size: int, seed: int = 0, stream: str = "epoch",
+                    padding: str = "max_length"):
+    """`batches(epoch, first_batch)` for `train`: (images, caption ids) of the `colour_tensors` `colour`, new captions;
+    `padding`: "max_length" pads every caption to 77 ids as SD does, "longest" only to the epoch's longest caption."""
+    check_choice("padding", padding, ("max_length", "longest"))
     def batches(epoch: int, first_batch: int = 0):  # each epoch writes new captions of the same garments
         captions = colour_captions(colour["label"], colour["colour"], colour["pattern"], "train",
                                    seed=f"{seed}-epoch{epoch}")
-        ids = tokenize(tokenizer, captions).input_ids.to(colour["images"].device)
-        return fashion_batches(colour["images"], ids, batch_size, start=first_batch,
-                               generator=derived_generator(seed, stream, epoch))
+        tokens = (tokenize(tokenizer, captions) if padding == "max_length" else
+                  tokenizer(captions, padding="longest", truncation=True, return_tensors="pt"))
+        return fashion_batches(colour["images"], tokens.input_ids.to(colour["images"].device), batch_size,
+                               start=first_batch, generator=derived_generator(seed, stream, epoch))
     return batches
 
 # %% ../nbs/03b_text_encoders.ipynb #9d57265c
@@ -135,8 +139,10 @@ def train_clip_towers(towers, tokenizer, colour: dict, preset=None, *, seed: int
     "Train the `CLIPModel` `towers` on the `colour_tensors` `colour` with `clip` `preset`; returns the run's record."
     run = run_settings(preset, len(colour["images"]), "clip")
     data = {k: v[:run["train_samples"]].to(get_device(device)) for k, v in colour.items()}
-    return train(towers, clip_loss, caption_batches(tokenizer, data, run["batch_size"], seed), run, seed=seed,
-                 max_steps=max_steps, device=device, progress=progress, what="CLIP towers")
+    # the causal text tower pools at each caption's end token: padding after it never reaches the loss
+    batches = caption_batches(tokenizer, data, run["batch_size"], seed, padding="longest")
+    return train(towers, clip_loss, batches, run, seed=seed, max_steps=max_steps, device=device, progress=progress,
+                 what="CLIP towers")
 
 # %% ../nbs/03b_text_encoders.ipynb #f98dd692
 @torch.no_grad()

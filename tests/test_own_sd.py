@@ -72,6 +72,18 @@ def test_clip_loss_is_clips_own(tokenizer, colour):
     assert torch.allclose(clip_loss(towers, (x, ids)), expected)
 
 
+def test_longest_padding_cuts_only_what_clip_never_reads(tokenizer, colour):
+    x, ids = next(caption_batches(tokenizer, colour, 8)(0))
+    same_x, short = next(caption_batches(tokenizer, colour, 8, padding="longest")(0))
+    assert torch.equal(x, same_x) and short.shape[1] < 20 and torch.equal(short, ids[:, :short.shape[1]])
+    towers = make_clip_towers("smoke").eval()
+    with torch.no_grad():  # the same loss and pooled text vectors: the padding comes after each caption's end token
+        assert torch.allclose(clip_loss(towers, (x, short)), clip_loss(towers, (x, ids)), atol=1e-5)
+        assert torch.allclose(towers.get_text_features(input_ids=short).pooler_output,
+                              towers.get_text_features(input_ids=ids).pooler_output, atol=1e-5)
+    with pytest.raises(ValueError, match="padding"): caption_batches(tokenizer, colour, 8, padding="shortest")
+
+
 def test_text_tower_is_a_frozen_copy(tokenizer):
     towers = make_clip_towers("smoke")
     tower = text_tower(towers)
