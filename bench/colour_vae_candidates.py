@@ -2,7 +2,8 @@
 trained with the colour VAE's cpu preset but for the one change its name says, all judged side by side in one run:
 test garments go through each VAE (encode the latents' mean, decode) and the judges read the reconstructions: class
 (chapter 1b's judge), pattern (`colour_judges`' pattern judge), colour (`garment_colours`), PSNR, and the pattern
-judge on plain garments alone (does plain cloth stay plain?). The originals give the judges' ceiling. A candidate
+judge on plain garments alone (does plain cloth stay plain?), and a colour no training garment has (chapter 6's
+cerulean, 64 garments): how many come back in it. The originals give the judges' ceiling. A candidate
 trains once (minutes on 2 cores; its seconds are kept beside it) and is loaded from the cache afterwards. Writes
 `colour_vae_candidates.md` and `.json` under --out; with --out bench/results the JSON also ships as
 `course_lib/assets/colour_vae_candidates.json`, the table chapter 5 shows.
@@ -26,6 +27,7 @@ from course_lib.garments import PATTERNS
 from course_lib.latent_diffusion import make_small_vae
 from course_lib.latents import decode, encode, psnr
 from course_lib.models import load_course_model
+from course_lib.new_words import NEW_COLOUR, concept_examples
 from course_lib.own_sd import colour_judges, colour_unit_images, garment_gray, train_colour_vae
 from course_lib.training import cache_path
 from common import bench_parser, parse_bench_args
@@ -82,6 +84,15 @@ def judged(pictures: torch.Tensor, test: dict, judges: dict) -> dict:
             "colour %": (garment_colours(pixels) == test["colour"]).float().mean().item() * 100}
 
 
+def unseen_colour_kept(vae, device) -> float:
+    "% of 64 garments in chapter 6's new colour, cerulean (in no training garment), that `vae` gives back cerulean."
+    assert list(NEW_COLOUR) == ["cerulean"]  # the column's name
+    examples = concept_examples(64)["images"].to(device)
+    pictures = decode(vae, encode(vae, examples, mode="mean")).cpu()
+    measured = garment_colours((pictures.permute(0, 2, 3, 1) * 255).round().to(torch.uint8), NEW_COLOUR)
+    return (measured == len(PALETTE)).float().mean().item() * 100  # the new colour comes after PALETTE's ten
+
+
 def main():
     parser = bench_parser(__doc__)
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
@@ -93,7 +104,8 @@ def main():
     test = colour_tensors(load_colour_fashion("test"))
     test = {k: v[:args.n] for k, v in test.items()}
     originals = colour_unit_images(test["images"])
-    rows = [{"VAE": "none (the originals)", "latent numbers": 3 * 32 * 32} | judged(originals, test, judges)]
+    rows = [{"VAE": "none (the originals)", "latent numbers": 3 * 32 * 32, "cerulean kept %": 100.0}
+            | judged(originals, test, judges)]
     kept, kept_date = earlier_rows(out / "colour_vae_candidates.json", names, args.n)
     for name in names:
         vae, seconds = candidate_vae(name, CANDIDATES[name], train_images, device)
@@ -101,8 +113,12 @@ def main():
         pictures = decode(vae, latents).cpu()
         rows.append({"VAE": name, "latent numbers": latents[0].numel(),
                      "parameters (M)": sum(p.numel() for p in vae.parameters()) / 1e6,
-                     "train s": seconds, "PSNR dB": psnr(originals, pictures)} | judged(pictures, test, judges))
+                     "train s": seconds, "PSNR dB": psnr(originals, pictures),
+                     "cerulean kept %": unseen_colour_kept(vae, device)} | judged(pictures, test, judges))
         print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format="%.1f"), flush=True)
+    shipped = load_course_model("own-sd", AutoencoderKL, device, subfolder="vae")
+    shipped_kept = unseen_colour_kept(shipped, device)
+    print(f"the shipped own-sd VAE gives back {shipped_kept:.1f} % of the cerulean garments", flush=True)
     order = {name: i for i, name in enumerate(["none (the originals)", *CANDIDATES])}
     rows = sorted(rows + kept, key=lambda row: order.get(row["VAE"], len(order)))
     table = pd.DataFrame(rows)
@@ -117,8 +133,9 @@ def main():
         + (f" Rows kept from the table of {kept_date}: {', '.join(row['VAE'] for row in kept)}." if kept else "")
         + f"\n\n{markdown}\n")
     figures = {f"{row['VAE']}: {column}": f"{row[column]:.1f}" for row in rows
-               for column in ("class %", "pattern %", "plain stays plain %", "colour %", "PSNR dB", "train s")
-               if isinstance(row.get(column), float)}
+               for column in ("class %", "pattern %", "plain stays plain %", "colour %", "PSNR dB", "train s",
+                              "cerulean kept %")
+               if isinstance(row.get(column), float)} | {"shipped own-sd VAE: cerulean kept %": f"{shipped_kept:.1f}"}
     (out / "colour_vae_candidates.json").write_text(json.dumps(dict(
         command=command, date=datetime.date.today().isoformat(), garments=args.n,
         kept_from_earlier={"date": kept_date, "rows": [row["VAE"] for row in kept]} if kept else None,
