@@ -27,7 +27,7 @@ from course_lib.garments import PATTERNS
 from course_lib.latent_diffusion import make_small_vae
 from course_lib.latents import decode, encode, psnr
 from course_lib.models import load_course_model
-from course_lib.new_words import NEW_COLOUR, concept_examples
+from course_lib.new_words import colour_kept
 from course_lib.own_sd import colour_judges, colour_unit_images, garment_gray, train_colour_vae
 from course_lib.training import cache_path
 from common import bench_parser, parse_bench_args
@@ -84,15 +84,6 @@ def judged(pictures: torch.Tensor, test: dict, judges: dict) -> dict:
             "colour %": (garment_colours(pixels) == test["colour"]).float().mean().item() * 100}
 
 
-def unseen_colour_kept(vae, device) -> float:
-    "% of 64 garments in chapter 6's new colour, cerulean (in no training garment), that `vae` gives back cerulean."
-    assert list(NEW_COLOUR) == ["cerulean"]  # the column's name
-    examples = concept_examples(64)["images"].to(device)
-    pictures = decode(vae, encode(vae, examples, mode="mean")).cpu()
-    measured = garment_colours((pictures.permute(0, 2, 3, 1) * 255).round().to(torch.uint8), NEW_COLOUR)
-    return (measured == len(PALETTE)).float().mean().item() * 100  # the new colour comes after PALETTE's ten
-
-
 def main():
     parser = bench_parser(__doc__)
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
@@ -114,10 +105,10 @@ def main():
         rows.append({"VAE": name, "latent numbers": latents[0].numel(),
                      "parameters (M)": sum(p.numel() for p in vae.parameters()) / 1e6,
                      "train s": seconds, "PSNR dB": psnr(originals, pictures),
-                     "cerulean kept %": unseen_colour_kept(vae, device)} | judged(pictures, test, judges))
+                     "cerulean kept %": colour_kept(vae) * 100} | judged(pictures, test, judges))
         print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format="%.1f"), flush=True)
     shipped = load_course_model("own-sd", AutoencoderKL, device, subfolder="vae")
-    shipped_kept = unseen_colour_kept(shipped, device)
+    shipped_kept = colour_kept(shipped) * 100
     print(f"the shipped own-sd VAE gives back {shipped_kept:.1f} % of the cerulean garments", flush=True)
     order = {name: i for i, name in enumerate(["none (the originals)", *CANDIDATES])}
     rows = sorted(rows + kept, key=lambda row: order.get(row["VAE"], len(order)))

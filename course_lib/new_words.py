@@ -24,13 +24,13 @@ from safetensors.torch import save_file
 
 from .colour_fashion import CLASS_NOUNS, PALETTE, describe_garment, draw_colour_fashion, garment_colours
 from .core import derived_generator, get_device
-from .latents import encode
+from .latents import decode, encode
 from .sampling import generate
 from .text import tokenize
 from .training import fashion_batches, preset_values, run_settings, train
 
 # %% auto #0
-__all__ = ['NEW_COLOUR', 'LORA_TARGETS', 'concept_examples', 'concept_captions', 'colour_hits', 'concept_batches',
+__all__ = ['NEW_COLOUR', 'LORA_TARGETS', 'concept_examples', 'colour_kept', 'concept_captions', 'colour_hits', 'concept_batches',
            'adaptation_loss', 'add_word', 'word_trains', 'train_textual_inversion', 'save_textual_inversion',
            'add_lora', 'train_lora', 'save_lora', 'new_word_results', 'plot_adaptations']
 
@@ -41,6 +41,14 @@ def concept_examples(n: int = 16, seed: int = 0, colour: dict | None = None) -> 
     "`n` garments in `colour` ({name: (r, g, b)}, default `NEW_COLOUR`): images N×3×32×32 in [0, 1], label, pattern."
     images, labels, attributes = draw_colour_fashion(n, seed=(seed, 6), palette=colour or NEW_COLOUR)
     return {"images": images.permute(0, 3, 1, 2).float() / 255, "label": labels, "pattern": attributes["pattern"]}
+
+# %% ../nbs/06_new_words.ipynb #n6000014b
+def colour_kept(vae, colour: dict | None = None, n: int = 64, seed: int = 0) -> float:
+    "The share of `n` garments in `colour` (default `NEW_COLOUR`) that `vae` gives back in it (from the pixels)."
+    colour = colour or NEW_COLOUR
+    through = decode(vae, encode(vae, concept_examples(n, seed, colour)["images"], mode="mean"))
+    measured = garment_colours((through.permute(0, 2, 3, 1) * 255).round().to(torch.uint8), colour)
+    return (measured == len(PALETTE)).float().mean().item()  # the new colour is numbered after PALETTE's ten
 
 # %% ../nbs/06_new_words.ipynb #n6000017
 def concept_captions(examples: dict, word: str, seed: int = 0):

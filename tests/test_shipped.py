@@ -16,9 +16,8 @@ from course_lib.latent_diffusion import generate_latent_class, reconstruction_ps
 from course_lib.models import COURSE_MODELS, course_model_facts, course_model_folder, load_course_model, make_scheduler
 from course_lib.own_sd import attribute_hits, colour_judges, held_out_requests, shipped_own_sd
 from course_lib.pattern_words import predicted_garments, word_similarity
-from course_lib.colour_fashion import PALETTE, colour_tensors, garment_colours, load_colour_fashion
-from course_lib.latents import decode, encode
-from course_lib.new_words import NEW_COLOUR, concept_examples
+from course_lib.colour_fashion import colour_tensors, load_colour_fashion
+from course_lib.new_words import colour_kept
 from course_lib.sampling import generate
 
 
@@ -82,10 +81,7 @@ def test_shipped_latent_unet_draws_the_asked_class_through_the_shipped_vae(judge
 def test_shipped_own_sd_vae_gives_back_a_colour_it_never_saw():
     # chapter 6 teaches the model cerulean, a colour of no training garment: the VAE must carry it. A VAE trained at
     # lr 4e-3 kept more patterns but gave a third of these garments back blue (bench/colour_vae_candidates.py)
-    vae = shipped_own_sd("cpu").vae
-    pictures = decode(vae, encode(vae, concept_examples(64)["images"], mode="mean"))
-    measured = garment_colours((pictures.permute(0, 2, 3, 1) * 255).round().to(torch.uint8), NEW_COLOUR)
-    assert (measured == len(PALETTE)).float().mean() >= 0.95, measured  # measured: 64 of 64
+    assert colour_kept(shipped_own_sd("cpu").vae) >= 0.95  # measured: 64 of 64 (the lr 4e-3 VAE: 41)
 
 
 def test_shipped_own_sd_draws_the_asked_class_colour_and_pattern(judge):
