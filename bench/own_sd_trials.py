@@ -102,36 +102,45 @@ def trial_text_tower(clip_change: dict, tokenizer, colour: dict) -> tuple[torch.
             json.loads((folder / "seconds.json").read_text())["seconds"])
 
 
+def trial_batches(vae, tokenizer, colour: dict, p: dict) -> tuple[dict, object]:
+    "What both trial trainers below start from, as `train_text_unet` does: the run's settings and its caption batches."
+    latents = encode(vae, colour_unit_images(colour["images"]), mode="mean", batch_size=500, progress=False)
+    return (run_settings(p, len(colour["images"]), "text_unet"),
+            caption_batches(tokenizer, colour | {"images": latents}, p["batch_size"], 0))
+
+
+def dropped_captions(ids: torch.Tensor, empty: torch.Tensor, share: float, generator) -> torch.Tensor:
+    "`ids` with a random `share` of the captions made the empty one: the unconditional half of CFG."
+    return torch.where((torch.rand(len(ids), generator=generator) < share)[:, None], empty, ids)
+
+
 def train_with_text_layers(unet, vae, text_encoder, tokenizer, colour, p, max_steps=None):
     "Train `unet` and `text_encoder`'s layers together: `train_text_unet`'s loss, without the text tower's no_grad."
     text_encoder.requires_grad_(True).get_input_embeddings().requires_grad_(False)
-    run = run_settings(p, len(colour["images"]), "text_unet")
-    latents = encode(vae, colour_unit_images(colour["images"]), mode="mean", batch_size=500, progress=False)
+    run, batches = trial_batches(vae, tokenizer, colour, p)
     empty, scheduler = tokenize(tokenizer, [""]).input_ids, DDPMScheduler(**FASHION_SCHEDULE)
     def loss(model, batch, generator, bf16):
         x, ids = batch
-        ids = torch.where((torch.rand(len(ids), generator=generator) < p["caption_dropout"])[:, None], empty, ids)
+        ids = dropped_captions(ids, empty, p["caption_dropout"], generator)
         noise = torch.randn(x.shape, generator=generator)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x),), generator=generator)
         states = model["text_encoder"](ids).last_hidden_state
         return F.mse_loss(model["unet"](scheduler.add_noise(x, noise, t), t, encoder_hidden_states=states).sample,
                           noise)
     model = torch.nn.ModuleDict({"unet": unet, "text_encoder": text_encoder})
-    record = train(model, loss, caption_batches(tokenizer, colour | {"images": latents}, p["batch_size"], 0), run,
-                   max_steps=max_steps, progress=False, what="UNet and text layers")
+    record = train(model, loss, batches, run, max_steps=max_steps, progress=False, what="UNet and text layers")
     text_encoder.eval().requires_grad_(False)
     return record
 
 
 def train_with_middle_timesteps(unet, vae, text_encoder, tokenizer, colour, p, max_steps=None):
     "`train_text_unet` with timesteps drawn logit-normal(0, 1) (SD 3's sampling) instead of uniformly; min-SNR kept."
-    run = run_settings(p, len(colour["images"]), "text_unet")
-    latents = encode(vae, colour_unit_images(colour["images"]), mode="mean", batch_size=500, progress=False)
+    run, batches = trial_batches(vae, tokenizer, colour, p)
     empty, scheduler = tokenize(tokenizer, [""]).input_ids, DDPMScheduler(**FASHION_SCHEDULE)
     steps = scheduler.config.num_train_timesteps
     def loss(model, batch, generator, bf16):
         x, ids = batch
-        ids = torch.where((torch.rand(len(ids), generator=generator) < p["caption_dropout"])[:, None], empty, ids)
+        ids = dropped_captions(ids, empty, p["caption_dropout"], generator)
         with torch.no_grad(): states = text_encoder(ids).last_hidden_state
         noise = torch.randn(x.shape, generator=generator)
         u = compute_density_for_timestep_sampling("logit_normal", len(x), 0.0, 1.0, generator=generator)
@@ -140,8 +149,8 @@ def train_with_middle_timesteps(unet, vae, text_encoder, tokenizer, colour, p, m
                                 reduction="none").mean(dim=(1, 2, 3))
         snr = compute_snr(scheduler, t)
         return (per_sample * snr.clamp(max=p["snr_gamma"]) / snr).mean()
-    return train(unet, loss, caption_batches(tokenizer, colour | {"images": latents}, p["batch_size"], 0), run,
-                 max_steps=max_steps, progress=False, what="UNet, logit-normal timesteps")
+    return train(unet, loss, batches, run, max_steps=max_steps, progress=False,
+                 what="UNet, logit-normal timesteps")
 
 
 def run_trial(name: str, max_steps: int | None = None, n: int = N_REQUESTS) -> dict:
