@@ -1,9 +1,11 @@
 """What changes to chapter 5's UNet buy: one trial = the shipped own-sd's VAE and text tower, a UNet trained with the
 first shipped recipe (the `text_unet` cpu preset with plain MSE: 3 epochs, batch 64) and one change, then measured on
-200 held-out requests. The recipe shipped now is the trial "min-SNR 5, CLIP 6 epochs": the UNet of "min-SNR 5",
-reading the text tower of CLIP towers trained 6 epochs (the `clip` cpu preset since 2026-12-05). Every other trial in
-the table ran before that, on the text tower shipped then (CLIP towers trained 2 epochs); one run again now reads the
-tower shipped now, so compare it with "min-SNR 5, CLIP 6 epochs", not with the rows above it.
+200 held-out requests. The trial "min-SNR 5, CLIP 6 epochs" is the UNet of "min-SNR 5", reading the text tower of CLIP
+towers trained 6 epochs (the `clip` cpu preset since 2026-12-05). Every other trial in the table ran before that, on
+the text tower shipped then (CLIP towers trained 2 epochs); the last row, "min-SNR 5, CLIP 6 epochs, 2-epoch VAE",
+reads the 6-epoch tower too, so compare it with "min-SNR 5, CLIP 6 epochs", not with the rows above it. Every row ran
+on the VAE shipped until 2026-12-06 (one epoch in batches of 64) or a candidate named in it; the model shipped since
+then trains its VAE in batches of 32 (`colour_vae.cpu`), and `bench/own_sd.py --shipped` measures that model.
 
     python bench/own_sd_trials.py --trial NAME [--trial NAME ...] [--out bench/results]
     python bench/own_sd_trials.py --list          # the trials and what each changes
@@ -82,6 +84,9 @@ TRIALS = {  # name: (what it changes, text_unet preset changes, UNet config chan
     "min-SNR 5, CLIP 6 epochs": ("min-SNR 5, reading the text tower of CLIP towers trained 6 epochs, not 2 (their "
                                  "zero-shot pattern accuracy rises from 48 % to 81 %, and the pattern words' states "
                                  "move apart)", {"snr_gamma": 5.0}, {}, "unet", {"clip": {"epochs": 6}}),
+    "min-SNR 5, CLIP 6 epochs, 2-epoch VAE": ("the two together: min-SNR 5 on the 2-epoch VAE's latents, reading the "
+                                              "text tower of CLIP towers trained 6 epochs (the tower shipped now)",
+                                              {"snr_gamma": 5.0}, {}, "unet", {"vae": "4×16×16 2 epochs"}),
 }
 SCALES, N_REQUESTS, REQUEST_SEED = (2, 3, 5), 200, 3
 ROOT = Path(__file__).resolve().parents[1]
