@@ -39,14 +39,17 @@ CANDIDATES = {  # name (latent channels × side × side) -> what changes from BA
     "4×8×8": {},
     "8×8×8": {"latent_channels": 8},
     "16×8×8": {"latent_channels": 16},  # SD 3's channels
-    "4×16×16": {"block_out_channels": [32, 64]},  # one halving fewer: factor 2 (the cpu preset since issue 27)
+    "4×16×16": {"block_out_channels": [32, 64]},  # one halving fewer: factor 2 (the cpu shape since issue 27)
     "8×16×16": {"block_out_channels": [32, 64], "latent_channels": 8},
     "4×16×16 L1 KL 1e-6": {"block_out_channels": [32, 64], "kl_weight": 1e-6, "reconstruction": "l1"},  # SD's loss
-    "4×16×16 2 epochs": {"block_out_channels": [32, 64], "epochs": 2},  # the shipped one, trained twice as long
+    "4×16×16 2 epochs": {"block_out_channels": [32, 64], "epochs": 2},  # trained twice as long
     "4×16×16 half the steps": {"block_out_channels": [32, 64], "train_samples": 30000},  # and half as long
     "4×16×16 lr 4e-3": {"block_out_channels": [32, 64], "learning_rate": 4e-3},  # the same steps, bigger ones
     "4×16×16 lr 4e-3 batch 32": {"block_out_channels": [32, 64], "learning_rate": 4e-3, "batch_size": 32,
                                   "train_samples": 30000},  # the same steps, each of half the garments
+    "4×16×16 batch 32": {"block_out_channels": [32, 64], "batch_size": 32},  # one epoch in twice the steps
+    "4×16×16 batch 32 lr 1e-3": {"block_out_channels": [32, 64], "batch_size": 32,
+                                 "learning_rate": 1e-3},  # the linear scaling rule: the cpu preset since 2026-12-06
 }
 
 
