@@ -104,9 +104,10 @@ VAE_CARRIES = Exercise(
     "the palette's eight hues and from chartreuse (84°) and cerulean (205°), and saturated (HSV saturation of at "
     "least 0.5). Answer with a dict `{\"name\": ..., \"rgb\": (r, g, b)}`, each value from 0 to 1.",
     reference=JADE, measure=comes_back, target=0.9,
-    why="Between green and cyan the VAE's latents have room: jade (150°) comes back as itself. Between yellow and "
-        "green they do not: chartreuse comes back yellow. A VAE trained on ten colours carries some hues between "
-        "them and not others, and only measuring tells which; only the ones it carries can be taught.",
+    why="Between green and cyan the VAE's latents have room: jade (150°) comes back as itself. Which hues between "
+        "its ten colours a VAE carries is decided by its training: the VAE shipped before this one, the same shape "
+        "in half as many steps, gave chartreuse back yellow, and this one gives it back as chartreuse. Only "
+        "measuring tells which; only the ones it carries can be taught.",
     hints=("Section 1's cell sends candidates through the VAE: try hues in each gap of the palette.",
            "`colorsys.hsv_to_rgb(hue / 360, 0.85, 0.9)` gives a saturated colour of any hue."),
     slips=(Slip("not a colour", "answer with a dict: 'name' (a string) and 'rgb' (three numbers from 0 to 1)",
