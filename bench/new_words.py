@@ -9,15 +9,15 @@ batch to keep what it knows (and once without), each trained from the shipped mo
 
 For each method: the steps and seconds it trained, the bytes of what it learnt (the file diffusers loads), how often
 the new word is drawn as asked (100 requests "a cerulean <garment>", 10 per class, colour measured from the pixels
-among PALETTE's ten and cerulean, guidance 3, DDIM 30), and what it forgot: chapter 5's held-out table (class, colour,
-pattern on 200 held-out requests, seed 3, sample i seeded i, guidance 3, chapter 5's judges) after, against the
-shipped model before, on the same seeds; how many of those 200 images changed by more than one 8-bit level anywhere,
-and their mean change in 8-bit levels. Where a LoRA trained a word along, "word alone %" is how often the word is
-drawn as asked with the LoRA switched off (`disable_adapters`): what the embedding learnt by itself. Results go to
---out/new_words.json and --out/new_words.md; with --out bench/results the JSON and the learnt files ship in
-`course_lib/assets/` (new_words.json, new_words_cerulean.safetensors, and for "LoRA rank 4 + word", the rank the lora
-`cpu` preset names, new_words_lora.safetensors with its word's embedding new_words_lora_cerulean.safetensors), which
-chapter 6 loads.
+among PALETTE's ten and cerulean, guidance 3, 30 steps of the shipped sampler, Euler ancestral), and what it forgot:
+chapter 5's held-out table (class, colour, pattern on 200 held-out requests, seed 3, sample i seeded i, guidance 3,
+chapter 5's judges) after, against the shipped model before, on the same seeds; how many of those 200 images changed
+by more than one 8-bit level anywhere, and their mean change in 8-bit levels. Where a LoRA trained a word along,
+"word alone %" is how often the word is drawn as asked with the LoRA switched off (`disable_adapters`): what the
+embedding learnt by itself. Results go to --out/new_words.json and --out/new_words.md; with --out bench/results the
+JSON and the learnt files ship in `course_lib/assets/` (new_words.json, new_words_cerulean.safetensors, and for "LoRA
+rank 4 + word", the rank the lora `cpu` preset names, new_words_lora.safetensors with its word's embedding
+new_words_lora_cerulean.safetensors), which chapter 6 loads.
 """
 import datetime, json, platform, shutil, sys, tempfile
 from pathlib import Path
@@ -106,7 +106,7 @@ def write_results(rows: list, before: dict, out: Path, run: dict | None = None):
     figures = {f"{row['method']}: {k}": v for row in table.to_dict(orient="records") for k, v in row.items()
                if k != "method" and v is not None} | {f"before: {k} %": v for k, v in before.items()}
     facts = dict(command="python bench/new_words.py", word=WORD, init_word=INIT_WORD, lora_rank_shipped=LORA_RANK,
-                 requests=f"{N_REQUESTS} held-out requests (seed {REQUEST_SEED}), guidance 3, DDIM 30",
+                 requests=f"{N_REQUESTS} held-out requests (seed {REQUEST_SEED}), guidance 3, 30 Euler ancestral steps",
                  before={f"{k} %": v for k, v in before.items()}, table=table.to_dict(orient="list"), figures=figures,
                  **(run or dict(machine=f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
                                 date=datetime.date.today().isoformat())))

@@ -12,7 +12,7 @@ the class, its recipe trained on the colour set's patterns for the pattern, and 
 - for every guidance scale from 0 to 10 on --n held-out requests: class, colour and pattern accuracy (a pattern the
   prompt allows: "striped" allows either direction), FID on the class judge's features against held-out garments,
   CLIP score, and seconds,
-- the time of 8 images by `generate` (30 DDIM steps, guidance 3), best of 5,
+- the time of 8 images by `generate` (30 steps of the pipeline's scheduler, guidance 3), best of 5,
 and saves under --out the guidance plot, the Figure 4 strips (without and with a negative prompt), the pattern strip
 (one dress, each pattern word) and `own_sd.json` (every figure above; with --out bench/results its copy ships as
 `course_lib/assets/own_sd_sweep.json`, which chapter 5 shows).
@@ -107,8 +107,9 @@ def main():
                             "through the VAE": attribute_hits(decode(vae, encode(vae, real, mode="mean")), truth,
                                                               judges).mean()})
     print("judges' accuracy (2,000 held-out garments):\n" + ceiling.to_string())
+    sampler = type(pipe.scheduler).__name__
     table = guidance_table(pipe, judges, towers, scales=tuple(range(11)), n=args.n, reference=real, progress=False)
-    print(f"\nguidance sweep, {args.n} held-out requests per scale, 30 DDIM steps:\n"
+    print(f"\nguidance sweep, {args.n} held-out requests per scale, 30 steps of {sampler}:\n"
           + table.round(3).to_string(index=False))
     plot_guidance_table(table, title=f"own Stable Diffusion ({args.preset} preset), held-out prompts").savefig(
         out / "own_sd_guidance.png", dpi=120)
@@ -120,7 +121,7 @@ def main():
         start = time.perf_counter()
         generate(pipe, prompts, guidance_scale=3.0, num_inference_steps=30, seed=0, output_type="pt", progress=False)
         times.append(time.perf_counter() - start)
-    print(f"\n8 images by generate (30 DDIM steps, guidance 3): best of 5 {min(times):.2f} s, "
+    print(f"\n8 images by generate (30 steps of {sampler}, guidance 3): best of 5 {min(times):.2f} s, "
           f"median {sorted(times)[2]:.2f} s ({torch.get_num_threads()} threads)")
     guidance_strip(pipe, "a red striped dress").savefig(out / "own_sd_figure4.png", dpi=120)
     guidance_strip(pipe, "a red striped dress", negative_prompt="a striped garment").savefig(
@@ -138,7 +139,7 @@ def main():
         command="python bench/own_sd.py " + " ".join(sys.argv[1:]), date=datetime.date.today().isoformat(),
         device=f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)", torch=torch.__version__,
         model="own-sd shipped with course_lib" if args.shipped else f"{args.preset} preset, trained here",
-        requests=f"{args.n} held-out requests per scale, 30 DDIM steps", training_seconds=parts,
+        requests=f"{args.n} held-out requests per scale, 30 steps of {sampler}", training_seconds=parts,
         table=table.to_dict(orient="list"), ceiling=ceiling.to_dict(), figures=figures), indent=1) + "\n")
     if (out / "own_sd.json").resolve() == (ROOT / "bench" / "results" / "own_sd.json").resolve():
         shutil.copy(out / "own_sd.json", ROOT / "course_lib" / "assets" / "own_sd_sweep.json")  # what chapter 5 shows

@@ -5,7 +5,9 @@ towers trained 6 epochs (the `clip` cpu preset since 2026-12-05). Every other tr
 the text tower shipped then (CLIP towers trained 2 epochs); the last row, "min-SNR 5, CLIP 6 epochs, 2-epoch VAE",
 reads the 6-epoch tower too, so compare it with "min-SNR 5, CLIP 6 epochs", not with the rows above it. Every row ran
 on the VAE shipped until 2026-12-06 (one epoch in batches of 64) or a candidate named in it; the model shipped since
-then trains its VAE in batches of 32 (`colour_vae.cpu`), and `bench/own_sd.py --shipped` measures that model.
+then trains its VAE in batches of 32 (`colour_vae.cpu`), and `bench/own_sd.py --shipped` measures that model. Every
+row is measured with 30 DDIM steps, the sampler shipped until 2026-12-06; the shipped pipeline now samples with Euler
+ancestral (bench/own_sd_samplers.py compares the two on one UNet).
 
     python bench/own_sd_trials.py --trial NAME [--trial NAME ...] [--out bench/results]
     python bench/own_sd_trials.py --list          # the trials and what each changes
@@ -35,7 +37,7 @@ from course_lib.colour_fashion import colour_tensors, load_colour_fashion
 from course_lib.core import seeded
 from course_lib.evaluation import FashionClassifier
 from course_lib.latents import encode
-from course_lib.models import FASHION_SCHEDULE, course_model_facts, load_course_model
+from course_lib.models import FASHION_SCHEDULE, course_model_facts, load_course_model, make_scheduler
 from course_lib.own_sd import (attribute_hits, colour_judges, colour_unit_images, held_out_requests, make_text_unet,
                                own_sd_pipeline, shipped_own_sd, train_text_unet)
 from course_lib.sampling import generate
@@ -184,6 +186,7 @@ def run_trial(name: str, max_steps: int | None = None, n: int = N_REQUESTS) -> d
     print(f"{name}: trained {record['step']} steps in {record['seconds']:.0f} s", flush=True)
     pipe, judges = own_sd_pipeline(vae, text_encoder, tokenizer, unet), colour_judges(
         load_course_model("judge", FashionClassifier, "cpu"), progress=False)
+    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)  # every row is measured with DDIM, as the first were
     requests, scores = held_out_requests(n, seed=REQUEST_SEED), {}
     for scale in SCALES:
         samples = generate(pipe, list(requests["prompt"]), guidance_scale=scale, num_inference_steps=30,

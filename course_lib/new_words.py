@@ -13,9 +13,9 @@ import json, random, re
 from contextlib import contextmanager, nullcontext
 from importlib.resources import files
 from pathlib import Path
-
 import pandas as pd
 import torch
+from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig
@@ -90,10 +90,10 @@ def concept_batches(tokenizer, latents: torch.Tensor, captions, batch_size: int,
     return batches
 
 # %% ../nbs/06_new_words.ipynb #n6000032
-def adaptation_loss(unet, text_encoder, scheduler, snr_gamma: float | None = None, caption_dropout: float = 0.0,
+def adaptation_loss(unet, text_encoder, noise_scheduler, snr_gamma: float | None = None, caption_dropout: float = 0.0,
                     empty_ids: torch.Tensor | None = None):
-    """Chapter 5's loss for `train`, the text encoder inside the graph: noise-prediction MSE, Min-SNR-`snr_gamma`
-    weighted, a `caption_dropout` share of captions set to `empty_ids` (""). It trains a word's embedding or LoRA."""
+    """Chapter 5's loss for `train`, the text encoder in the graph: noise-prediction MSE on latents noised by the DDPM
+    `noise_scheduler`, Min-SNR-`snr_gamma` weighted, a `caption_dropout` share of captions made `empty_ids` ("")."""
     if caption_dropout and empty_ids is None: raise ValueError("`caption_dropout` > 0 needs `empty_ids` (of \"\")")
     def loss(model, batch, generator, bf16):
         (latents, ids), on = batch, dict(generator=generator, device=generator.device)
@@ -101,13 +101,13 @@ def adaptation_loss(unet, text_encoder, scheduler, snr_gamma: float | None = Non
             drawn = torch.rand(len(ids), **on).to(ids.device)
             ids = torch.where(drawn[:, None] < caption_dropout, empty_ids.to(ids.device), ids)
         noise = torch.randn(latents.shape, **on).to(latents.device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), **on).to(latents.device)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), **on).to(latents.device)
         with torch.autocast(latents.device.type, dtype=torch.bfloat16, enabled=bf16):
-            predicted = unet(scheduler.add_noise(latents, noise, t), t,
+            predicted = unet(noise_scheduler.add_noise(latents, noise, t), t,
                              encoder_hidden_states=text_encoder(ids).last_hidden_state).sample
         per_sample = torch.nn.functional.mse_loss(predicted.float(), noise, reduction="none").mean(dim=(1, 2, 3))
         if snr_gamma is None: return per_sample.mean()
-        snr = compute_snr(scheduler, t)
+        snr = compute_snr(noise_scheduler, t)
         return (per_sample * snr.clamp(max=snr_gamma) / snr).mean()
     return loss
 
@@ -145,7 +145,8 @@ def train_textual_inversion(pipe, images: torch.Tensor, captions, word: str, ini
     latents = encode(pipe.to(get_device(device)).vae, images, mode="mean")
     pipe.unet.requires_grad_(False)
     run = run_settings(preset, len(images), "textual_inversion") | {"weight_decay": 0.0}  # see `word_trains`
-    loss = adaptation_loss(pipe.unet, pipe.text_encoder, pipe.scheduler, p.get("snr_gamma"))
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # training's noise, whatever pipe samples with
+    loss = adaptation_loss(pipe.unet, pipe.text_encoder, noise_scheduler, p.get("snr_gamma"))
     with word_trains(pipe, word, init_word):
         return train(pipe.text_encoder, loss,
                      concept_batches(pipe.tokenizer, latents, captions, run["batch_size"], seed), run, seed=seed,
@@ -185,7 +186,8 @@ def train_lora(pipe, images: torch.Tensor, captions, rank: int | None = None, pr
     pipe.text_encoder.requires_grad_(False)
     add_lora(pipe.unet, rank)
     run = run_settings(preset, len(images), "lora") | ({"weight_decay": 0.0} if word else {})  # see `word_trains`
-    loss = adaptation_loss(pipe.unet, pipe.text_encoder, pipe.scheduler, p.get("snr_gamma"), p["caption_dropout"],
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # training's noise, whatever pipe samples with
+    loss = adaptation_loss(pipe.unet, pipe.text_encoder, noise_scheduler, p.get("snr_gamma"), p["caption_dropout"],
                            tokenize(pipe.tokenizer, [""]).input_ids)
     with word_trains(pipe, word, init_word) if word else nullcontext():
         return train(torch.nn.ModuleDict({"unet": pipe.unet, "text_encoder": pipe.text_encoder}), loss,

@@ -19,11 +19,11 @@ from diffusers.training_utils import compute_snr
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['ASSETS', 'make_colour_vae', 'colour_unit_images', 'train_colour_vae', 'colour_vae_path', 'colour_vae', 'vae_psnr',
-           'committed_results', 'make_text_unet', 'text_diffusion_loss', 'train_text_unet', 'own_sd_pipeline',
-           'save_compact_pipeline', 'own_sd_path', 'own_sd', 'shipped_own_sd', 'garment_gray', 'colour_judges',
-           'held_out_requests', 'attribute_hits', 'guidance_table', 'plot_guidance_table', 'guidance_strip',
-           'prompt_strip']
+__all__ = ['ASSETS', 'COMMITTED_RESULTS', 'make_colour_vae', 'colour_unit_images', 'train_colour_vae', 'colour_vae_path',
+           'colour_vae', 'vae_psnr', 'committed_results', 'make_text_unet', 'text_diffusion_loss', 'train_text_unet',
+           'own_sd_pipeline', 'save_compact_pipeline', 'own_sd_path', 'own_sd', 'shipped_own_sd', 'garment_gray',
+           'colour_judges', 'held_out_requests', 'attribute_hits', 'guidance_table', 'plot_guidance_table',
+           'guidance_strip', 'prompt_strip']
 
 # %% ../nbs/05_own_sd.ipynb #f53032db
 from .colour_fashion import (COLOUR_VERSION, PALETTE, caption_attributes, colour_tensors, describe_garment,
@@ -92,10 +92,11 @@ def vae_psnr(vae, images: torch.Tensor, batch_size: int = 500) -> float:
 
 # %% ../nbs/05_own_sd.ipynb #e1a7c002
 ASSETS = importlib.resources.files("course_lib") / "assets"
+COMMITTED_RESULTS = ("colour_vae_candidates", "own_sd_samplers", "own_sd_sweep", "own_sd_trials")  # bench/'s, shipped
 
 def committed_results(name: str) -> tuple[pd.DataFrame, dict]:
     "The table `bench/` measured and shipped as `course_lib/assets/<name>.json`, and the facts of the run."
-    path = ASSETS / f"{check_choice('name', name, ('colour_vae_candidates', 'own_sd_sweep', 'own_sd_trials'))}.json"
+    path = ASSETS / f"{check_choice('name', name, COMMITTED_RESULTS)}.json"
     facts = json.loads(path.read_text(encoding="utf-8"))
     return pd.DataFrame(facts.pop("table")), facts
 
@@ -152,8 +153,11 @@ def train_text_unet(unet, vae, text_encoder, tokenizer, colour: dict, preset=Non
 
 # %% ../nbs/05_own_sd.ipynb #2b1959df
 def own_sd_pipeline(vae, text_encoder, tokenizer, unet) -> StableDiffusionPipeline:
-    "A `StableDiffusionPipeline` of our parts: DDIM on the course's DDPM schedule, as the UNet learnt; no safety check."
-    scheduler = make_scheduler("ddim", clip_sample=False, set_alpha_to_one=False, steps_offset=1)  # as SD's pipeline
+    "A `StableDiffusionPipeline` of our parts: Euler ancestral on the DDPM schedule the UNet learnt; no safety check."
+    # Euler ancestral, stochastic: it draws the asked-for pattern more often than DDIM (section 6). SD's pipeline keys
+    # ride along in its config, as in SD 1.5's, so a DDIM made from it does not clip latents to [-1, 1].
+    sd_keys = dict(clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    scheduler = make_scheduler("euler_a", FASHION_SCHEDULE | sd_keys)
     pipe = StableDiffusionPipeline(vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
                                    unet=unet.eval(), scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)

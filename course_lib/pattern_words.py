@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
 from .evaluation import classifier_outputs
@@ -56,7 +57,8 @@ def plot_word_similarity(table: pd.DataFrame, title: str = ""):
 def predicted_garments(pipe, image: torch.Tensor, prompts: list[str], timesteps=(700, 500, 300, 100, 0),
                        seed: int = 0) -> torch.Tensor:
     "The UNet's guess x̂0 of the clean garment from `image` (3×H×W in [0, 1]) noised to each timestep, per prompt."
-    steps = pipe.scheduler.config.num_train_timesteps
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # the training noise, whichever sampler the pipe has
+    steps = scheduler.config.num_train_timesteps
     if not all(0 <= t < steps for t in timesteps):
         raise ValueError(f"`timesteps` must lie in 0..{steps - 1}; got {timesteps}")
     latent = encode(pipe.vae, image[None].to(pipe.device), mode="mean")
@@ -64,8 +66,8 @@ def predicted_garments(pipe, image: torch.Tensor, prompts: list[str], timesteps=
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device)
     guesses = []
     for t in timesteps:
-        alpha_bar = pipe.scheduler.alphas_cumprod[t].to(pipe.device)
-        noisy = pipe.scheduler.add_noise(latent, noise, torch.tensor([t]))
+        alpha_bar = scheduler.alphas_cumprod[t].to(pipe.device)
+        noisy = scheduler.add_noise(latent, noise, torch.tensor([t]))
         batch = noisy.expand(len(prompts), -1, -1, -1).to(pipe.unet.dtype)  # fp16 pipelines on a GPU too
         predicted = pipe.unet(batch, t, encoder_hidden_states=states).sample.float()
         guesses.append(torch.cat([noisy, (noisy - (1 - alpha_bar).sqrt() * predicted) / alpha_bar.sqrt()]))
@@ -82,7 +84,7 @@ def timestep_losses(pipe, images: torch.Tensor, prompts: list[str], timesteps=(1
     latents = encode(pipe.vae, images.to(pipe.device), mode="mean")
     states = pipe.text_encoder(tokenize(pipe.tokenizer, prompts).input_ids.to(pipe.device)).last_hidden_state
     noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device)
-    scheduler, rows = pipe.scheduler, []  # the pipeline's own noise schedule, as its UNet was trained on
+    scheduler, rows = DDPMScheduler.from_config(pipe.scheduler.config), []  # the noise its UNet was trained on
     for t in timesteps:
         ts = torch.full((len(latents),), t, dtype=torch.long)
         predicted = pipe.unet(scheduler.add_noise(latents, noise, ts.to(pipe.device)).to(pipe.unet.dtype),

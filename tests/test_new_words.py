@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import course_lib  # noqa: F401
+from diffusers import DDPMScheduler
 from course_lib.colour_fashion import CLASS_NOUNS
 from course_lib.models import load_clip_tokenizer, tiny_sd_pipeline
 from course_lib.new_words import (adaptation_loss, add_lora, add_word, colour_hits, concept_captions, concept_examples,
@@ -99,7 +100,7 @@ def test_bad_input_is_named():
                        (lambda: add_word(pipe, "zorbly", "navy blue"), "`init_word`"),
                        (lambda: add_lora(pipe.unet, 0), "`rank`"),
                        (lambda: save_lora(pipe, "unused"), "LoRA"),
-                       (lambda: adaptation_loss(pipe.unet, pipe.text_encoder, pipe.scheduler, caption_dropout=0.1),
+                       (lambda: adaptation_loss(pipe.unet, pipe.text_encoder, DDPMScheduler(), caption_dropout=0.1),
                         "`caption_dropout`"),
                        (lambda: save_textual_inversion(pipe, "cerulean", "unused.safetensors"), "`word`")]:
         with pytest.raises(ValueError, match=name): call()

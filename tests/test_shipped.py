@@ -14,7 +14,7 @@ from course_lib.garments import draw_fashion
 from course_lib.evaluation import FashionClassifier, class_accuracy
 from course_lib.latent_diffusion import generate_latent_class, reconstruction_psnr
 from course_lib.models import COURSE_MODELS, course_model_facts, course_model_folder, load_course_model, make_scheduler
-from course_lib.own_sd import attribute_hits, colour_judges, held_out_requests, shipped_own_sd
+from course_lib.own_sd import attribute_hits, colour_judges, held_out_requests, own_sd_pipeline, shipped_own_sd
 from course_lib.pattern_words import predicted_garments, word_similarity
 from course_lib.colour_fashion import colour_tensors, load_colour_fashion
 from course_lib.new_words import colour_kept
@@ -86,17 +86,28 @@ def test_shipped_own_sd_vae_gives_back_a_colour_it_never_saw():
 
 def test_shipped_own_sd_draws_the_asked_class_colour_and_pattern(judge):
     judges = colour_judges(judge, progress=False)  # its pattern judge trains once (about 100 s), then is cached
-    requests = held_out_requests(50, seed=7)
-    samples = generate(shipped_own_sd("cpu"), list(requests["prompt"]), guidance_scale=3.0, num_inference_steps=30,
-                       output_type="pt", generator=[torch.Generator().manual_seed(i) for i in range(50)],
+    requests = held_out_requests(100, seed=7)  # issue 27 asks for 50; 100 halve the noise, in seconds still
+    samples = generate(shipped_own_sd("cpu"), list(requests["prompt"]), guidance_scale=2.0, num_inference_steps=30,
+                       output_type="pt", generator=[torch.Generator().manual_seed(i) for i in range(100)],
                        progress=False)
     hits = attribute_hits(samples, requests, judges).mean()
+    # Guidance 2: where the shipped sampler, Euler ancestral, draws class and colour best and the FID is lowest on 500
+    # held-out requests (bench/own_sd.py). Measured here: class 96 %, colour 100 %, pattern 67 % (the first 50: 100,
+    # 100, 60). At guidance 3 these 100 come out 89 / 100 / 68 (DDIM: 97 / 100 / 68): the stochastic sampler costs
+    # class on the upper-body garments at 3, as the sweep shows, less sharply, on 500 (97.8 -> 97.0 %).
     assert hits["class"] >= 0.9 and hits["colour"] >= 0.9, hits.to_dict()
-    # issue 27 asks for 75 % of patterns; this model draws 66 % of these 50 here (class 94 %, colour 100 %; a pattern
-    # drawn at random: 24 %; the model before it, on the VAE trained in batches of 64: 74 %, though on 500 requests
-    # it drew fewer, 64.8 % against this one's 65.4 %: 50 requests move by several points). The pattern judge is
-    # trained where the test runs, and reads a few points differently from machine to machine: 4 samples of slack.
-    assert hits["pattern"] >= 0.58, hits.to_dict()
+    # issue 27 asks for 75 % of patterns: not reached (a pattern drawn at random: 24 %). The pattern judge is trained
+    # where the test runs, and reads a few points differently from machine to machine: 4 samples of slack.
+    assert hits["pattern"] >= 0.63, hits.to_dict()
+
+
+def test_shipped_own_sd_samples_as_own_sd_pipeline_does_and_a_ddim_made_from_it_does_not_clip():
+    pipe, public = shipped_own_sd("cpu"), lambda config: {k: v for k, v in config.items() if not k.startswith("_")}
+    assert type(pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"  # what `make models` writes today
+    rebuilt = own_sd_pipeline(pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet).scheduler
+    assert public(rebuilt.config) == public(pipe.scheduler.config)
+    ddim = make_scheduler("ddim", pipe.scheduler.config)  # SD's keys ride along in the folder's config
+    assert (ddim.config.clip_sample, ddim.config.set_alpha_to_one, ddim.config.steps_offset) == (False, False, 1)
 
 
 def test_shipped_text_tower_keeps_colour_words_and_pattern_words_apart():
