@@ -102,6 +102,9 @@ TRIALS = {  # name: (what it changes, text_unet preset changes, UNet config chan
     "min-SNR 20, 45,000 garments": ("min-SNR 20 on the shipped parts, 3 epochs of 45,000 garments, not 60,000: a "
                                     "quarter fewer steps, to fit all parts in 30 minutes", {"snr_gamma": 20.0,
                                     "train_samples": 45000}, {}, "unet"),
+    "min-SNR 20, 4 epochs, shipped parts": ("min-SNR 20 with one more epoch (4, not 3) on the shipped parts: the two "
+                                            "changes that each bought pattern, together", {"snr_gamma": 20.0,
+                                            "epochs": 4}, {}, "unet"),
     "plain MSE, shipped parts": ("plain MSE (no min-SNR) on the shipped parts, 3 epochs: every timestep weighs "
                                  "the same, so the near-clean steps get most of the gradient", {}, {}, "unet"),
 }
