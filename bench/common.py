@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from course_lib.core import get_device
+from course_lib.garments import PATTERNS
 
 
 def bench_parser(doc: str, shipped: str | None = None) -> argparse.ArgumentParser:
@@ -31,3 +32,9 @@ def parse_bench_args(parser: argparse.ArgumentParser):
     device, folder = get_device(args.device), Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     return args, device, folder
+
+
+def pattern_by_asked(hits, requests) -> dict:
+    """How often (%) the pattern judge read the asked-for pattern, by the pattern asked: `hits` is `attribute_hits`'s
+    frame for `held_out_requests` `requests`, one row each."""
+    return {PATTERNS[k]: round(100 * v, 1) for k, v in hits["pattern"].groupby(requests["pattern"]).mean().items()}

@@ -22,7 +22,7 @@ from course_lib.evaluation import FashionClassifier
 from course_lib.garments import PATTERNS
 from course_lib.models import load_course_model, make_scheduler
 from course_lib.own_sd import attribute_hits, colour_judges, held_out_requests, shipped_own_sd
-from common import bench_parser, parse_bench_args
+from common import bench_parser, parse_bench_args, pattern_by_asked
 
 SAMPLERS = {  # name: (make_scheduler kind, its overrides, DDIM's eta, stochastic)
     "DDIM": ("ddim", dict(clip_sample=False, set_alpha_to_one=False, steps_offset=1), 0.0, False),
@@ -60,8 +60,7 @@ def main():
             rows.append({"sampler": name, "stochastic": stochastic, "guidance": scale,
                          **{f"{k} %": round(100 * v, 1) for k, v in hits.mean().items()}})
             if scale == 3:
-                by_pattern[name] = {PATTERNS[k]: round(100 * v, 1)
-                                    for k, v in hits["pattern"].groupby(requests["pattern"]).mean().items()}
+                by_pattern[name] = pattern_by_asked(hits, requests)
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     asked = pd.DataFrame(by_pattern).T.rename_axis("sampler").reset_index()

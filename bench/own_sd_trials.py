@@ -37,7 +37,6 @@ from transformers import CLIPModel
 from course_lib.colour_fashion import colour_tensors, load_colour_fashion
 from course_lib.core import seeded
 from course_lib.evaluation import FashionClassifier
-from course_lib.garments import PATTERNS
 from course_lib.latents import encode
 from course_lib.models import FASHION_SCHEDULE, course_model_facts, load_course_model, make_scheduler
 from course_lib.own_sd import (attribute_hits, colour_judges, colour_unit_images, held_out_requests, make_text_unet,
@@ -48,7 +47,7 @@ from course_lib.text_encoders import (caption_batches, clip_towers_path, make_cl
                                       train_clip_towers)
 from course_lib.training import preset_values, run_settings, train
 from colour_vae_candidates import CANDIDATES as VAE_CANDIDATES, candidate_vae
-from common import bench_parser, parse_bench_args
+from common import bench_parser, parse_bench_args, pattern_by_asked
 from timing import side_by_side_seconds
 
 CROSS, PLAIN = "CrossAttnDownBlock2D", "DownBlock2D"
@@ -213,8 +212,7 @@ def run_trial(name: str, max_steps: int | None = None, n: int = N_REQUESTS) -> d
         hits = attribute_hits(samples, requests, judges)
         scores[str(scale)] = {k: round(100 * v, 1) for k, v in hits.mean().items()}
         if scale == 3:  # which patterns it draws: speckle is the one the shipped UNet hardly ever does
-            by_pattern = {PATTERNS[k]: round(100 * v, 1)
-                          for k, v in hits["pattern"].groupby(requests["pattern"]).mean().items()}
+            by_pattern = pattern_by_asked(hits, requests)
         print(f"{name}: guidance {scale}: {scores[str(scale)]}", flush=True)
     eight_images, = side_by_side_seconds(lambda: generate(pipe, ["a red dress"] * 8, guidance_scale=3, seed=0,
                                                           num_inference_steps=30, output_type="pt", progress=False))
