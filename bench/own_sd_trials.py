@@ -66,8 +66,8 @@ TRIALS = {  # name: (what it changes, text_unet preset changes, UNet config chan
                             {}, "text layers"),
     "batch 32": ("half the batch: twice the updates in the same 3 epochs", {"batch_size": 32}, {}, "unet"),
     "min-SNR 5": ("Min-SNR-γ loss weights (γ = 5, as diffusers' train_text_to_image --snr_gamma): the near-clean "
-                  "steps, which teach detail but not the prompt, weigh less (shipped now)", {"snr_gamma": 5.0}, {},
-                  "unet"),
+                  "steps, which teach detail but not the prompt, weigh less (shipped until γ = 20)",
+                  {"snr_gamma": 5.0}, {}, "unet"),
     "min-SNR 5, batch 128, 6 epochs": ("min-SNR 5 with twice the batch and twice the epochs (the steps of 3 epochs, "
                                        "each seeing 128 garments)", {"snr_gamma": 5.0, "batch_size": 128, "epochs": 6},
                                        {}, "unet"),
@@ -92,8 +92,8 @@ TRIALS = {  # name: (what it changes, text_unet preset changes, UNet config chan
                                               {"snr_gamma": 5.0}, {}, "unet", {"vae": "4×16×16 2 epochs"}),
     "min-SNR 5, 4 epochs, shipped parts": ("min-SNR 5 with one more epoch (4, not 3), on the parts shipped since "
                                            "2026-12-06: the VAE trained in batches of 32 and the 6-epoch CLIP towers "
-                                           "(the shipped UNet is this recipe with 3 epochs: 840 s of training, the "
-                                           "pattern on 74.5 % at guidance 3 with DDIM)",
+                                           "(the UNet shipped until γ = 20 was this recipe with 3 epochs: 840 s of "
+                                           "training, the pattern on 74.5 % at guidance 3 with DDIM)",
                                            {"snr_gamma": 5.0, "epochs": 4}, {}, "unet"),
     "min-SNR 20, shipped parts": ("min-SNR with γ = 20, not 5, on the shipped parts, 3 epochs: the near-clean steps, "
                                   "where the finest detail is settled, weigh up to 4 times more",

@@ -91,14 +91,14 @@ def test_shipped_own_sd_draws_the_asked_class_colour_and_pattern(judge):
                        output_type="pt", generator=[torch.Generator().manual_seed(i) for i in range(100)],
                        progress=False)
     hits = attribute_hits(samples, requests, judges).mean()
-    # Guidance 2: where the shipped sampler, Euler ancestral, draws class and colour best and the FID is lowest on 500
-    # held-out requests (bench/own_sd.py). Measured here: class 96 %, colour 100 %, pattern 67 % (the first 50: 100,
-    # 100, 60). At guidance 3 these 100 come out 89 / 100 / 68 (DDIM: 97 / 100 / 68): the stochastic sampler costs
-    # class on the upper-body garments at 3, as the sweep shows, less sharply, on 500 (97.8 -> 97.0 %).
+    # Guidance 2: where the shipped sampler, Euler ancestral, draws class, colour and pattern best and the FID is lowest
+    # on 500 held-out requests (bench/own_sd.py). Measured here: class 94 %, colour 100 %, pattern 73 % (the first 50:
+    # 98, 100, 70). At guidance 3 these 100 come out 91 / 100 / 77 (DDIM: 97 / 100 / 76): the stochastic sampler costs
+    # class on the upper-body garments, as the sweep shows, less sharply, on 500 (98.2 % at 2, 96.0 % at 3).
     assert hits["class"] >= 0.9 and hits["colour"] >= 0.9, hits.to_dict()
-    # issue 27 asks for 75 % of patterns: not reached (a pattern drawn at random: 24 %). The pattern judge is trained
-    # where the test runs, and reads a few points differently from machine to machine: 4 samples of slack.
-    assert hits["pattern"] >= 0.63, hits.to_dict()
+    # issue 27 asks for 75 % of patterns: not reached at 2 (a pattern drawn at random: 24 %). The pattern judge is
+    # trained where the test runs, and reads a few points differently from machine to machine: 4 samples of slack.
+    assert hits["pattern"] >= 0.69, hits.to_dict()
 
 
 def test_shipped_own_sd_samples_as_own_sd_pipeline_does_and_a_ddim_made_from_it_does_not_clip():
