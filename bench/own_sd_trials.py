@@ -1,14 +1,14 @@
 """What changes to chapter 5's UNet buy: one trial = the shipped own-sd's VAE and text tower, a UNet trained with the
-first shipped recipe (the `text_unet` cpu preset with plain MSE: 3 epochs, batch 64) and one change, then measured on
-200 held-out requests. The trials up to "min-SNR 5, 2-epoch VAE" ran on the text tower shipped then (CLIP towers
-trained 2 epochs); "min-SNR 5, CLIP 6 epochs" is the UNet of "min-SNR 5" reading the text tower of CLIP towers trained
-6 epochs (the `clip` cpu preset since 2026-12-05), and so do the rows after it. Those up to "min-SNR 5, CLIP 6 epochs,
-2-epoch VAE" ran on the VAE shipped until 2026-12-06 (one epoch in batches of 64) or a candidate named in it; the
-model shipped since then trains its VAE in batches of 32 (`colour_vae.cpu`), and `bench/own_sd.py --shipped`
-measures that model. The rows after, from "min-SNR 5, 4 epochs, shipped parts" on, run on its VAE and text tower;
-those from "min-SNR 20, shipped parts" on also record the pattern drawn at guidance 3 split by the pattern asked.
-Every row is measured with 30 DDIM steps, the sampler shipped until 2026-12-06; the shipped pipeline now samples
-with Euler ancestral (bench/own_sd_samplers.py compares the two on one UNet).
+first shipped recipe (the `text_unet` cpu preset with plain MSE at lr 2e-3: 3 epochs, batch 64) and one change, then
+measured on 200 held-out requests. The trials up to "min-SNR 5, 2-epoch VAE" ran on the text tower shipped then (CLIP
+towers trained 2 epochs); "min-SNR 5, CLIP 6 epochs" is the UNet of "min-SNR 5" reading the text tower of CLIP towers
+trained 6 epochs (the `clip` cpu preset since 2026-12-05), and so do the rows after it. Those up to "min-SNR 5, CLIP 6
+epochs, 2-epoch VAE" ran on the VAE shipped until 2026-12-06 (one epoch in batches of 64) or a candidate named in it;
+the model shipped since then trains its VAE in batches of 32 (`colour_vae.cpu`), and `bench/own_sd.py --shipped`
+measures that model. The rows after, from "min-SNR 5, 4 epochs, shipped parts" on, run on its VAE and text tower; those
+from "min-SNR 20, shipped parts" on also record the pattern drawn at guidance 3 split by the pattern asked. Every row is
+measured with 30 DDIM steps, the sampler shipped until 2026-12-06; the shipped pipeline now samples with Euler ancestral
+(bench/own_sd_samplers.py compares the two on one UNet).
 
     python bench/own_sd_trials.py --trial NAME [--trial NAME ...] [--out bench/results]
     python bench/own_sd_trials.py --list          # the trials and what each changes
@@ -106,6 +106,10 @@ TRIALS = {  # name: (what it changes, text_unet preset changes, UNet config chan
                                             "epochs": 4}, {}, "unet"),
     "plain MSE, shipped parts": ("plain MSE (no min-SNR) on the shipped parts, 3 epochs: every timestep weighs "
                                  "the same, so the near-clean steps get most of the gradient", {}, {}, "unet"),
+    "min-SNR 20, lr 4e-3, shipped parts": ("min-SNR 20 on the shipped parts, 3 epochs at twice the learning rate "
+                                           "(4e-3, not 2e-3): speckle came with more steps; does it come with bigger "
+                                           "ones? (shipped since 2026-12-06)",
+                                           {"snr_gamma": 20.0, "learning_rate": 4e-3}, {}, "unet"),
 }
 SCALES, N_REQUESTS, REQUEST_SEED = (2, 3, 5), 200, 3
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,7 +184,8 @@ def train_with_middle_timesteps(unet, vae, text_encoder, tokenizer, colour, p, m
 def run_trial(name: str, max_steps: int | None = None, n: int = N_REQUESTS) -> dict:
     what, preset_change, unet_change, trainer, *others = TRIALS[name]
     other_parts = others[0] if others else {}
-    p = preset_values("cpu", "text_unet") | {"snr_gamma": None} | preset_change  # the first recipe, then the change
+    first_recipe = {"snr_gamma": None, "learning_rate": 2e-3}  # what the cpu preset said before min-SNR and lr 4e-3
+    p = preset_values("cpu", "text_unet") | first_recipe | preset_change
     shipped = shipped_own_sd(device="cpu")
     vae, text_encoder, tokenizer = shipped.vae, shipped.text_encoder, shipped.tokenizer
     colour = colour_tensors(load_colour_fashion("train"))
