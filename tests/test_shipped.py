@@ -87,18 +87,18 @@ def test_shipped_own_sd_vae_gives_back_a_colour_it_never_saw():
 def test_shipped_own_sd_draws_the_asked_class_colour_and_pattern(judge):
     judges = colour_judges(judge, progress=False)  # its pattern judge trains once (about 100 s), then is cached
     requests = held_out_requests(100, seed=7)  # issue 27 asks for 50; 100 halve the noise, in seconds still
-    samples = generate(shipped_own_sd("cpu"), list(requests["prompt"]), guidance_scale=2.0, num_inference_steps=30,
+    samples = generate(shipped_own_sd("cpu"), list(requests["prompt"]), guidance_scale=3.0, num_inference_steps=30,
                        output_type="pt", generator=[torch.Generator().manual_seed(i) for i in range(100)],
                        progress=False)
     hits = attribute_hits(samples, requests, judges).mean()
-    # Guidance 2: where the shipped sampler, Euler ancestral, draws class, colour and pattern best and the FID is lowest
-    # on 500 held-out requests (bench/own_sd.py). Measured here: class 94 %, colour 100 %, pattern 73 % (the first 50:
-    # 98, 100, 70). At guidance 3 these 100 come out 91 / 100 / 77 (DDIM: 97 / 100 / 76): the stochastic sampler costs
-    # class on the upper-body garments, as the sweep shows, less sharply, on 500 (98.2 % at 2, 96.0 % at 3).
+    # Guidance 3: the card's and chapter 5's scale; on 500 held-out requests (bench/own_sd.py) the shipped sampler,
+    # Euler ancestral, draws the pattern as often there as at 2 (75.4 % at both), class 97.4 % (2: 97.6 %). Measured
+    # here: class 94 %, colour 100 %, pattern 79 % (the first 50: 96, 100, 76). At guidance 2 these 100 come out
+    # 95 / 100 / 75 (DDIM: 98 / 100 / 79 at 2, 99 / 98 / 76 at 3).
     assert hits["class"] >= 0.9 and hits["colour"] >= 0.9, hits.to_dict()
-    # issue 27 asks for 75 % of patterns: not reached at 2 (a pattern drawn at random: 24 %). The pattern judge is
-    # trained where the test runs, and reads a few points differently from machine to machine: 4 samples of slack.
-    assert hits["pattern"] >= 0.69, hits.to_dict()
+    # issue 27's 75 % of patterns (a pattern drawn at random: 24 %). The pattern judge is trained where the test runs
+    # and reads a few points differently from machine to machine: 4 samples of slack here.
+    assert hits["pattern"] >= 0.75, hits.to_dict()
 
 
 def test_shipped_own_sd_samples_as_own_sd_pipeline_does_and_a_ddim_made_from_it_does_not_clip():
