@@ -110,6 +110,11 @@ TRIALS = {  # name: (what it changes, text_unet preset changes, UNet config chan
                                            "(4e-3, not 2e-3): speckle came with more steps; does it come with bigger "
                                            "ones? (shipped since 2026-12-06)",
                                            {"snr_gamma": 20.0, "learning_rate": 4e-3}, {}, "unet"),
+    "min-SNR 20, lr 8e-3, shipped parts": ("min-SNR 20 on the shipped parts, 3 epochs at four times the learning "
+                                           "rate (8e-3): doubling it once bought pattern; does doubling it again? (its "
+                                           "training shared the 2 cores with a 3-minute test for part of the run: "
+                                           "its seconds read high)",
+                                           {"snr_gamma": 20.0, "learning_rate": 8e-3}, {}, "unet"),
 }
 SCALES, N_REQUESTS, REQUEST_SEED = (2, 3, 5), 200, 3
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,10 +20,10 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['ASSETS', 'COMMITTED_RESULTS', 'make_colour_vae', 'colour_unit_images', 'train_colour_vae', 'colour_vae_path',
-           'colour_vae', 'vae_psnr', 'committed_results', 'make_text_unet', 'text_diffusion_loss', 'train_text_unet',
-           'own_sd_pipeline', 'save_compact_pipeline', 'own_sd_path', 'own_sd', 'shipped_own_sd', 'garment_gray',
-           'colour_judges', 'held_out_requests', 'attribute_hits', 'guidance_table', 'plot_guidance_table',
-           'guidance_strip', 'prompt_strip']
+           'colour_vae', 'vae_psnr', 'committed_results', 'make_text_unet', 'frozen_text_states', 'text_diffusion_loss',
+           'train_text_unet', 'own_sd_pipeline', 'save_compact_pipeline', 'own_sd_path', 'own_sd', 'shipped_own_sd',
+           'garment_gray', 'colour_judges', 'held_out_requests', 'attribute_hits', 'guidance_table',
+           'plot_guidance_table', 'guidance_strip', 'prompt_strip']
 
 # %% ../nbs/05_own_sd.ipynb #f53032db
 from .colour_fashion import (COLOUR_VERSION, PALETTE, caption_attributes, colour_tensors, describe_garment,
@@ -114,18 +114,32 @@ def make_text_unet(text_encoder, vae, preset=None, seed: int = 0) -> UNet2DCondi
                                     cross_attention_dim=text_encoder.config.hidden_size,
                                     attention_head_dim=p["attention_head_dim"])
 
+# %% ../nbs/05_own_sd.ipynb #e8232cc4
+def frozen_text_states(text_encoder, max_captions: int = 50_000):
+    "`states(ids)`: the frozen `text_encoder`'s last hidden states of caption `ids`; on a CPU each caption encoded once."
+    memo = {}
+    @torch.no_grad()
+    def states(ids: torch.Tensor) -> torch.Tensor:
+        if ids.device.type != "cpu": return text_encoder(ids).last_hidden_state
+        keys = [row.tobytes() for row in ids.numpy()]
+        new = {key: i for i, key in enumerate(keys) if key not in memo}  # first seen in this batch: where
+        if len(memo) + len(new) > max_captions: return text_encoder(ids).last_hidden_state  # the memo is full
+        if new: memo.update(zip(new, text_encoder(ids[list(new.values())]).last_hidden_state))
+        return torch.stack([memo[key] for key in keys])
+    return states
+
 # %% ../nbs/05_own_sd.ipynb #62a2ecbd
 def text_diffusion_loss(text_encoder, empty_ids: torch.Tensor, caption_dropout: float = 0.1, scheduler=None,
-                        snr_gamma: float | None = None):
-    """The loss `train` calls: noise-prediction MSE of the UNet given the frozen `text_encoder`'s states of each
-    caption; with `snr_gamma`, each sample's MSE weighs min(SNR, γ)/SNR (Min-SNR-γ, as diffusers' `--snr_gamma`)."""
+                        snr_gamma: float | None = None, max_captions: int = 50_000):
+    """The loss `train` calls: noise-prediction MSE of the UNet given the frozen `text_encoder`'s caption states (kept
+    for `max_captions`); with `snr_gamma`, each sample's MSE weighs min(SNR, γ)/SNR (Min-SNR-γ, diffusers' flag)."""
     scheduler = scheduler or DDPMScheduler(**FASHION_SCHEDULE)
+    states_of = frozen_text_states(text_encoder, max_captions)  # each distinct caption encoded once
     if snr_gamma is not None and snr_gamma <= 0: raise ValueError(f"`snr_gamma` must be > 0 or None, got {snr_gamma!r}")
     def loss(unet, batch, generator, bf16):
         latents, ids = batch
         dropped = torch.rand(len(ids), generator=generator, device=generator.device).to(ids.device) < caption_dropout
-        ids = torch.where(dropped[:, None], empty_ids.to(ids.device), ids)  # "": the unconditional half of CFG
-        with torch.no_grad(): states = text_encoder(ids).last_hidden_state
+        states = states_of(torch.where(dropped[:, None], empty_ids.to(ids.device), ids))  # "": CFG's unconditional half
         noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents.device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator,
                           device=generator.device).to(latents.device)

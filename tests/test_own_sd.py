@@ -108,13 +108,29 @@ def test_text_diffusion_loss_drops_captions_to_the_empty_prompt(tokenizer, parts
         def forward(self, ids): seen.append(ids.clone()); return parts["text_encoder"](ids)
     empty = tokenize(tokenizer, [""]).input_ids
     ids = tokenize(tokenizer, ["a red dress"] * 200).input_ids
-    loss = text_diffusion_loss(Spy(), empty, caption_dropout=0.1)
+    loss = text_diffusion_loss(Spy(), empty, caption_dropout=0.1, max_captions=0)  # no memo: the tower sees all ids
     value = loss(parts["unet"], (torch.randn(200, 4, 8, 8), ids), torch.Generator().manual_seed(0), False)
     dropped = (seen[0] == empty).all(1).float().mean().item()
     assert math.isfinite(value.item()) and 0.04 < dropped < 0.18
-    assert (text_diffusion_loss(Spy(), empty, 0.0)(parts["unet"], (torch.randn(50, 4, 8, 8), ids[:50]),
-                                                    torch.Generator().manual_seed(0), False) > 0)
+    assert (text_diffusion_loss(Spy(), empty, 0.0, max_captions=0)(
+        parts["unet"], (torch.randn(50, 4, 8, 8), ids[:50]), torch.Generator().manual_seed(0), False) > 0)
     assert not (seen[-1] == empty).all(1).any()
+
+
+def test_text_diffusion_loss_encodes_each_distinct_caption_once_and_changes_no_value(tokenizer, parts):
+    seen = []
+    class Spy(torch.nn.Module):
+        def forward(self, ids): seen.append(len(ids)); return parts["text_encoder"](ids)
+    empty = tokenize(tokenizer, [""]).input_ids
+    ids = tokenize(tokenizer, ["a red dress", "a blue coat", "a red dress", "a striped bag"] * 8).input_ids
+    latents = torch.randn(32, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    values = {}
+    for memo in (0, 50_000):
+        loss = text_diffusion_loss(Spy(), empty, 0.25, max_captions=memo)
+        values[memo] = [loss(parts["unet"], (latents, ids), torch.Generator().manual_seed(step), False).item()
+                        for step in range(3)]
+    assert values[0] == values[50_000]  # bit for bit
+    assert seen[:3] == [32, 32, 32] and sum(seen[3:]) <= 4 + 1  # the memo: 3 captions and "", each once
 
 
 def test_own_pipeline_trains_saves_loads_and_generates_the_same(tmp_path, tokenizer, colour, parts):
