@@ -62,6 +62,16 @@ def device_name() -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
+def training_line(facts: dict) -> str:
+    "The card's line on training: the steps and seconds, of each part for a model trained in parts, and the machine."
+    machine = f"on {facts['device']} (torch {facts['torch']})."
+    if "parts" not in facts: return f"{facts['steps']:,} steps in {facts['seconds']:.0f} s {machine}"
+    parts = "; ".join(f"{name}: {part['steps']:,} steps in {part['seconds']:.0f} s"
+                      + (" (kept, from its own card)" if part.get("retrained") is False else "")
+                      for name, part in facts["parts"].items())
+    return f"{parts}. All parts: {facts['seconds'] / 60:.1f} min {machine}"
+
+
 def write_card(folder: Path, facts: dict):
     "Write `facts` to `folder`/course_model.json and the model card README.md."
     (folder / "course_model.json").write_text(json.dumps(facts, indent=1) + "\n")
@@ -91,7 +101,7 @@ The `{facts['preset']}` preset of `course_lib/settings.ini`:
 {facts['data']}
 
 ## Training
-{facts['steps']:,} steps in {facts['seconds']:.0f} s on {facts['device']} (torch {facts['torch']}).
+{training_line(facts)}
 
 ## Measured on this model
 {figures}
