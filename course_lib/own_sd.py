@@ -116,7 +116,7 @@ def make_text_unet(text_encoder, vae, preset=None, seed: int = 0) -> UNet2DCondi
 
 # %% ../nbs/05_own_sd.ipynb #e8232cc4
 def frozen_text_states(text_encoder, max_captions: int = 50_000):
-    "`states(ids)`: the frozen `text_encoder`'s last hidden states of caption `ids`; on a CPU each caption encoded once."
+    "`states(ids)`: the frozen `text_encoder`'s last hidden states of `ids`; on a CPU, each caption encoded once."
     memo = {}
     @torch.no_grad()
     def states(ids: torch.Tensor) -> torch.Tensor:
