@@ -30,17 +30,18 @@ import course_lib  # noqa: F401  (before diffusers: mutes transformers' torchvis
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch.utils.data import WeightedRandomSampler
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 from transformers import CLIPModel
 
 from course_lib.colour_fashion import colour_tensors, load_colour_fashion
-from course_lib.core import seeded
+from course_lib.core import derived_generator, seeded
 from course_lib.evaluation import FashionClassifier
 from course_lib.latents import encode
 from course_lib.models import FASHION_SCHEDULE, course_model_facts, load_course_model, make_scheduler
 from course_lib.own_sd import (attribute_hits, colour_judges, colour_unit_images, held_out_requests, make_text_unet,
-                               own_sd_pipeline, shipped_own_sd, train_text_unet)
+                               own_sd_pipeline, shipped_own_sd, text_diffusion_loss, train_text_unet)
 from course_lib.sampling import generate
 from course_lib.text import tokenize
 from course_lib.text_encoders import (caption_batches, clip_towers_path, make_clip_towers, text_tower,
@@ -119,6 +120,10 @@ TRIALS = {  # name: (what it changes, text_unet preset changes, UNet config chan
                                                      "(4, not 3), captions encoded once: what a fourth epoch buys now",
                                                      {"snr_gamma": 20.0, "learning_rate": 4e-3, "epochs": 4}, {},
                                                      "unet"),
+    "min-SNR 20, lr 4e-3, balanced patterns": ("the shipped recipe (min-SNR 20, lr 4e-3, 3 epochs) on epochs drawn "
+                                               "with each pattern equally often (20 %), as the requests ask them: the "
+                                               "colour set is 40 % plain and 15 % each other pattern",
+                                               {"snr_gamma": 20.0, "learning_rate": 4e-3}, {}, "balanced patterns"),
 }
 SCALES, N_REQUESTS, REQUEST_SEED = (2, 3, 5), 200, 3
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +195,23 @@ def train_with_middle_timesteps(unet, vae, text_encoder, tokenizer, colour, p, m
                  what="UNet, logit-normal timesteps")
 
 
+def train_with_balanced_patterns(unet, vae, text_encoder, tokenizer, colour, p, max_steps=None):
+    """`train_text_unet` on epochs drawn with each pattern equally often (PyTorch's `WeightedRandomSampler`, with
+    replacement): the colour set is 40 % plain and 15 % each other pattern; the held-out requests ask each 20 %."""
+    run = run_settings(p, len(colour["images"]), "text_unet")
+    data = colour | {"images": encode(vae, colour_unit_images(colour["images"]), mode="mean", batch_size=500,
+                                      progress=False)}
+    weights = (1 / torch.bincount(colour["pattern"]).double())[colour["pattern"]]  # each pattern weighs the same
+    def batches(epoch: int, first_batch: int = 0):
+        # key (epoch, 1): a draw of its own, apart from the epoch's order that caption_batches shuffles next
+        sampler = WeightedRandomSampler(weights, len(weights), generator=derived_generator(0, "epoch", epoch, 1))
+        rows = torch.tensor(list(sampler))
+        return caption_batches(tokenizer, {k: v[rows] for k, v in data.items()}, p["batch_size"], 0)(epoch, first_batch)
+    loss = text_diffusion_loss(text_encoder, tokenize(tokenizer, [""]).input_ids, p["caption_dropout"],
+                               snr_gamma=p.get("snr_gamma"))
+    return train(unet, loss, batches, run, max_steps=max_steps, progress=False, what="UNet, balanced patterns")
+
+
 def run_trial(name: str, max_steps: int | None = None, n: int = N_REQUESTS) -> dict:
     what, preset_change, unet_change, trainer, *others = TRIALS[name]
     other_parts = others[0] if others else {}
@@ -212,7 +234,8 @@ def run_trial(name: str, max_steps: int | None = None, n: int = N_REQUESTS) -> d
     if trainer == "unet":
         record = train_text_unet(unet, vae, text_encoder, tokenizer, colour, p, max_steps=max_steps, progress=False)
     else:
-        trainers = {"text layers": train_with_text_layers, "middle timesteps": train_with_middle_timesteps}
+        trainers = {"text layers": train_with_text_layers, "middle timesteps": train_with_middle_timesteps,
+                    "balanced patterns": train_with_balanced_patterns}
         record = trainers[trainer](unet, vae, text_encoder, tokenizer, colour, p, max_steps)
     print(f"{name}: trained {record['step']} steps in {record['seconds']:.0f} s", flush=True)
     pipe, judges = own_sd_pipeline(vae, text_encoder, tokenizer, unet), colour_judges(
@@ -231,7 +254,7 @@ def run_trial(name: str, max_steps: int | None = None, n: int = N_REQUESTS) -> d
     eight_images, = side_by_side_seconds(lambda: generate(pipe, ["a red dress"] * 8, guidance_scale=3, seed=0,
                                                           num_inference_steps=30, output_type="pt", progress=False))
     return dict(what=what, preset_change=preset_change, unet_change=unet_change,
-                text_layers_trained=trainer == "text layers",
+                text_layers_trained=trainer == "text layers", balanced_patterns=trainer == "balanced patterns",
                 timesteps="logit-normal(0, 1)" if trainer == "middle timesteps" else "uniform",
                 vae=other_parts.get("vae", "shipped"), vae_seconds=round(vae_seconds),
                 clip_change=other_parts.get("clip", {}), clip_seconds=round(clip_seconds),
