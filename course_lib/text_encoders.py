@@ -121,10 +121,10 @@ def caption_batches(tokenizer, colour: dict, batch_size: int, seed: int = 0, str
     def batches(epoch: int, first_batch: int = 0):  # each epoch writes new captions of the same garments
         captions = colour_captions(colour["label"], colour["colour"], colour["pattern"], "train",
                                    seed=f"{seed}-epoch{epoch}")
-        distinct = list(dict.fromkeys(captions))  # about 18,000 of 60,000: each is tokenized once
+        row = {caption: i for i, caption in enumerate(dict.fromkeys(captions))}
+        distinct = list(row)  # about 18,000 of 60,000: each is tokenized once
         tokens = (tokenize(tokenizer, distinct) if padding == "max_length" else
                   tokenizer(distinct, padding="longest", truncation=True, return_tensors="pt"))
-        row = {caption: i for i, caption in enumerate(distinct)}
         ids = tokens.input_ids[[row[caption] for caption in captions]]
         return fashion_batches(colour["images"], ids.to(colour["images"].device), batch_size,
                                start=first_batch, generator=derived_generator(seed, stream, epoch))
