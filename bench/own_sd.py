@@ -17,12 +17,13 @@ and saves under --out the guidance plot, the Figure 4 strips (without and with a
 (one dress, each pattern word) and `own_sd.json` (every figure above; with --out bench/results its copy ships as
 `course_lib/assets/own_sd_sweep.json`, which chapter 5 shows).
 """
-import datetime, json, platform, shutil, sys, tempfile, time
+import datetime, json, os, platform, shutil, sys, tempfile, time
 from pathlib import Path
 
 import course_lib  # noqa: F401  (before diffusers: mutes transformers' torchvision advice)
 import torch
 
+from course_lib.core import PRESET_FAMILIES
 from course_lib.data import fashion_tensors, load_offline_fashion
 from course_lib.colour_fashion import colour_tensors, load_colour_fashion
 from course_lib.evaluation import FashionClassifier, fashion_classifier
@@ -58,6 +59,12 @@ def timed(what, fn):
     seconds = time.perf_counter() - start
     print(f"{what}: {seconds:.0f} s", flush=True)
     return value, seconds
+
+
+def preset_overrides() -> list:
+    "This run's `COURSE_<FAMILY>_<PRESET>_<KEY>=value` variables: they change what trains, so its command names them."
+    families = tuple(f"COURSE_{family.upper()}_" for family in PRESET_FAMILIES if family != "preset")
+    return [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(families)]
 
 
 def main():
@@ -136,7 +143,8 @@ def main():
                 "training time, VAE + CLIP + UNet": f"{sum(parts.values()) / 60:.1f} min"}
     figures |= {f"{judge} through the VAE": f"{value:.1%}" for judge, value in ceiling["through the VAE"].items()}
     (out / "own_sd.json").write_text(json.dumps(dict(
-        command="python bench/own_sd.py " + " ".join(sys.argv[1:]), date=datetime.date.today().isoformat(),
+        command=" ".join([*preset_overrides(), "python bench/own_sd.py", *sys.argv[1:]]),
+        date=datetime.date.today().isoformat(),
         device=f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)", torch=torch.__version__,
         model="own-sd shipped with course_lib" if args.shipped else f"{args.preset} preset, trained here",
         requests=f"{args.n} held-out requests per scale, 30 steps of {sampler}", training_seconds=parts,

@@ -122,7 +122,7 @@ def frozen_text_states(text_encoder, max_captions: int = 50_000):
     def states(ids: torch.Tensor) -> torch.Tensor:
         if ids.device.type != "cpu": return text_encoder(ids).last_hidden_state
         keys = [row.tobytes() for row in ids.numpy()]
-        new = {key: i for i, key in enumerate(keys) if key not in memo}  # first seen in this batch: where
+        new = {key: i for i, key in enumerate(keys) if key not in memo}  # each new caption: a row that holds it
         if len(memo) + len(new) > max_captions: return text_encoder(ids).last_hidden_state  # the memo is full
         if new: memo.update(zip(new, text_encoder(ids[list(new.values())]).last_hidden_state))
         return torch.stack([memo[key] for key in keys])
