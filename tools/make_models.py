@@ -57,6 +57,12 @@ USAGES = {  # the card's "Load it with" code of each model
               "# or: from course_lib.own_sd import shipped_own_sd; pipe = shipped_own_sd()"}
 
 
+def timed_record(train_call) -> dict:
+    "The record of `train_call()`, its seconds the whole call's: the UNet's include encoding its garments into latents."
+    start = time.perf_counter()
+    return train_call() | {"seconds": time.perf_counter() - start}
+
+
 def device_name() -> str:
     if torch.cuda.is_available(): return torch.cuda.get_device_name()
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
@@ -306,23 +312,26 @@ def main():
         fingerprint = data_fingerprint(colour_train["images"], colour_train["label"], colour_train["colour"],
                                        colour_train["pattern"])
         colour_data = (f"course_lib's colour garments (seed 0), 60,000 training images with captions, fingerprint "
-                       f"{fingerprint}")
+                       f"{fingerprint}; each part's seconds are its whole call's, the UNet's with the garments "
+                       f"encoded into latents once")
         if args.keep_towers:  # the shipped towers: what `--only clip-towers own-sd` trained last, with its record
             towers, kept = load_course_model("clip-towers", CLIPModel, device), course_model_facts("clip-towers")
             clip_record = {"step": kept["steps"], "seconds": kept["seconds"]}
         else:
             towers = make_clip_towers(preset)
-            clip_record = train_clip_towers(towers, tokenizer, colour_train, preset, device=device, progress=False)
+            clip_record = timed_record(lambda: train_clip_towers(towers, tokenizer, colour_train, preset, device=device,
+                                                                 progress=False))
             clip_facts = dict(preset=preset, recipe=preset_values(preset, "clip"), steps=clip_record["step"],
                               seconds=clip_record["seconds"], device=where, data=colour_data, shares=SHARED_TEXT_TOWER,
                               figures=clip_towers_figures(as_shipped(towers), tokenizer, colour_test))
             towers = as_shipped(towers)  # its text tower as shipped is what the UNet learns to read
         vae = make_colour_vae(preset)
-        vae_record = train_colour_vae(vae, colour_train["images"], preset, device=device, progress=False)
+        vae_record = timed_record(lambda: train_colour_vae(vae, colour_train["images"], preset, device=device,
+                                                           progress=False))
         text_encoder = text_tower(towers)
         unet = make_text_unet(text_encoder, vae, preset)
-        unet_record = train_text_unet(unet, vae, text_encoder, tokenizer, colour_train, preset, device=device,
-                                      progress=False)
+        unet_record = timed_record(lambda: train_text_unet(unet, vae, text_encoder, tokenizer, colour_train, preset,
+                                                           device=device, progress=False))
         pipe = own_sd_pipeline(vae, text_encoder, tokenizer, unet)
         seconds = vae_record["seconds"] + clip_record["seconds"] + unet_record["seconds"]
         write_model(out, "own-sd", lambda folder: save_compact_pipeline(pipe, folder),
